@@ -1,0 +1,210 @@
+"""Canonicalization passes on the flat program, so one computation gives one region however it was
+written: identity layout ops vanish, reshape/transpose/broadcast chains compose, broadcasts feeding
+elementwise ops become implicit, ``x*x`` is ``square(x)``, duplicates are merged, dead ops dropped."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from prism_jax.frontend.program import FlatProgram, IrNode, LiteralValue, ScanNode
+from prism_jax.ir import (ELEMENTWISE, Attrs, DType, Interpreter, IRError, Mono, Op, OpKind, TensorType,
+                          broadcast_shapes, numpy_dtype)
+
+Pass = Callable[[FlatProgram, IrNode, dict[int, IrNode]], "int | IrNode | None"]
+
+
+def normalize(program: FlatProgram, max_rounds: int = 20) -> FlatProgram:
+    for _ in range(max_rounds):
+        changed = _rewrite_round(program)
+        changed |= _cse(program)
+        changed |= _dce(program)
+        if not changed:
+            break
+    for node in program.nodes:
+        if isinstance(node, ScanNode):
+            normalize(node.body, max_rounds)
+    return program
+
+
+def _rewrite_round(program: FlatProgram) -> bool:
+    """Apply the local rewrites once over all IR nodes; aliases are substituted as we go."""
+    alias: dict[int, int] = {}
+    defs: dict[int, IrNode] = {}
+    changed = False
+    new_nodes = []
+    for node in program.nodes:
+        node.inputs = tuple(_resolve(alias, v) for v in node.inputs)
+        if isinstance(node, IrNode):
+            for rewrite in _REWRITES:
+                result = rewrite(program, node, defs)
+                if result is None:
+                    continue
+                changed = True
+                if isinstance(result, int):
+                    alias[node.output] = _resolve(alias, result)
+                    node = None
+                    break
+                node = result
+            if node is None:
+                continue
+            defs[node.output] = node
+        new_nodes.append(node)
+    program.nodes = new_nodes
+    program.outputs = [_resolve(alias, v) for v in program.outputs]
+    return changed
+
+
+def _resolve(alias: dict[int, int], v):
+    if isinstance(v, LiteralValue):
+        return v
+    while v in alias:
+        v = alias[v]
+    return v
+
+
+def _drop_identity(program, node, defs):
+    t_in = program.types.get(node.inputs[0]) if node.inputs else None
+    t_out = program.types[node.output]
+    if node.kind in (OpKind.RESHAPE, OpKind.BROADCAST, OpKind.CONVERT) and t_in == t_out:
+        return node.inputs[0]
+    if node.kind == OpKind.TRANSPOSE and tuple(node.attrs["perm"]) == tuple(range(t_out.rank)):
+        return node.inputs[0]
+    return None
+
+
+def _compose_layout(program, node, defs):
+    """reshape∘reshape, transpose∘transpose, broadcast∘broadcast, reshape∘(unit-dim broadcast)."""
+    src = defs.get(node.inputs[0]) if node.inputs else None
+    if src is None or src.kind != node.kind:
+        return None
+    if node.kind in (OpKind.RESHAPE, OpKind.BROADCAST):
+        return IrNode(node.kind, node.attrs, src.inputs, node.output)
+    if node.kind == OpKind.TRANSPOSE:
+        inner, outer = src.attrs["perm"], node.attrs["perm"]
+        return IrNode(node.kind, Attrs.of(perm=tuple(inner[p] for p in outer)), src.inputs, node.output)
+    return None
+
+
+def _implicit_broadcast(program, node, defs):
+    """An explicit broadcast into an elementwise op is dropped when the op's result keeps its shape."""
+    if node.kind not in ELEMENTWISE or node.kind in (OpKind.CONVERT,) or len(node.inputs) < 2:
+        return None
+    inputs = list(node.inputs)
+    out_shape = program.types[node.output].shape
+    for i, v in enumerate(inputs):
+        src = defs.get(v)
+        if src is None or src.kind != OpKind.BROADCAST:
+            continue
+        trial = inputs[:i] + [src.inputs[0]] + inputs[i + 1:]
+        try:
+            shape = broadcast_shapes([program.types[x].shape for x in trial], "broadcast folding")
+        except IRError:
+            continue
+        if shape == out_shape:
+            return IrNode(node.kind, node.attrs, tuple(trial), node.output)
+    return None
+
+
+def _square(program, node, defs):
+    if node.kind == OpKind.MUL and node.inputs[0] == node.inputs[1]:
+        return IrNode(OpKind.SQUARE, Attrs(), (node.inputs[0],), node.output)
+    return None
+
+
+def _constant_value(defs, v):
+    src = defs.get(v)
+    if src is not None and src.kind == OpKind.CONSTANT and not isinstance(src.attrs["value"], Mono):
+        return src.attrs["value"]
+    return None
+
+
+def _fold_constants(program, node, defs):
+    """An elementwise or layout op on fill constants is a fill constant."""
+    if node.kind not in _FOLDABLE or not node.inputs:
+        return None
+    values = [_constant_value(defs, v) for v in node.inputs]
+    if any(v is None for v in values):
+        return None
+    out_type = program.types[node.output]
+    if node.kind in ELEMENTWISE:
+        args = [np.asarray(v, numpy_dtype(program.types[x].dtype)) for v, x in zip(values, node.inputs)]
+        with np.errstate(all="ignore"):
+            value = _EVAL_SCALAR[node.kind](args)
+    else:
+        value = values[0]
+    value = np.asarray(value).astype(numpy_dtype(out_type.dtype)).item()
+    return IrNode(OpKind.CONSTANT, Attrs.of(value=value, shape=out_type.shape, dtype=out_type.dtype), (),
+                  node.output)
+
+
+def _neutral_operand(program, node, defs):
+    """x+0, x-0, x*1, x/1, max(x,-inf), min(x,inf) are x (when the result keeps x's type)."""
+    if node.kind not in _NEUTRAL or len(node.inputs) != 2:
+        return None
+    out_type = program.types[node.output]
+    for keep, other in ((0, 1), (1, 0)):
+        if other == 0 and node.kind in (OpKind.SUB, OpKind.DIV):
+            continue
+        value = _constant_value(defs, node.inputs[other])
+        if value is not None and value == _NEUTRAL[node.kind] and program.types[node.inputs[keep]] == out_type:
+            return node.inputs[keep]
+    return None
+
+
+_NEUTRAL = {OpKind.ADD: 0, OpKind.SUB: 0, OpKind.MUL: 1, OpKind.DIV: 1, OpKind.MAX: -math.inf,
+            OpKind.MIN: math.inf}
+_FOLDABLE = (ELEMENTWISE - {OpKind.SELECT}) | {OpKind.RESHAPE, OpKind.BROADCAST, OpKind.TRANSPOSE}
+
+
+def _eval_scalar(kind):
+    interp = Interpreter()
+
+    def run(args):
+        op = Op(kind, tuple(range(len(args))), (len(args),), Attrs())
+        return interp.eval_op(op, args, TensorType((), DType.FLOAT64))
+
+    return run
+
+
+_EVAL_SCALAR = {k: _eval_scalar(k) for k in ELEMENTWISE - {OpKind.SELECT, OpKind.INTEGER_POW, OpKind.CONVERT}}
+_EVAL_SCALAR[OpKind.CONVERT] = lambda args: args[0]
+_FOLDABLE = _FOLDABLE - {OpKind.INTEGER_POW}
+
+_REWRITES: tuple[Pass, ...] = (_drop_identity, _compose_layout, _fold_constants, _neutral_operand,
+                               _implicit_broadcast, _square)
+
+
+def _cse(program: FlatProgram) -> bool:
+    seen: dict[tuple, int] = {}
+    alias: dict[int, int] = {}
+    kept = []
+    for node in program.nodes:
+        node.inputs = tuple(_resolve(alias, v) for v in node.inputs)
+        if isinstance(node, IrNode):
+            key = (node.kind, node.attrs, node.inputs, program.types[node.output])
+            if key in seen:
+                alias[node.output] = seen[key]
+                continue
+            seen[key] = node.output
+        kept.append(node)
+    program.nodes = kept
+    program.outputs = [_resolve(alias, v) for v in program.outputs]
+    return bool(alias)
+
+
+def _dce(program: FlatProgram) -> bool:
+    """Drop IR nodes nobody reads (opaque JAX equations are kept: they may have effects)."""
+    live = set(v for v in program.outputs if isinstance(v, int))
+    kept = []
+    for node in reversed(program.nodes):
+        if isinstance(node, IrNode) and node.output not in live:
+            continue
+        live.update(v for v in node.inputs if isinstance(v, int))
+        kept.append(node)
+    kept.reverse()
+    dropped = len(kept) != len(program.nodes)
+    program.nodes = kept
+    return dropped

@@ -1,0 +1,331 @@
+"""``prism_jax.trace``: a JAX function → its regions as IR programs, and an evaluator that runs every
+region with the reference interpreter and everything else with JAX (so conversion can be proved exact)."""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import logging
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prism_jax.frontend.convert import Converter
+from prism_jax.frontend.normalize import normalize
+from prism_jax.frontend.partition import SOURCES, RegionConfig, partition
+from prism_jax.frontend.program import FlatProgram, IrNode, LiteralValue, OpaqueNode, ScanNode
+from prism_jax.frontend.to_jax import apply_op, to_numpy
+from prism_jax.ir import Interpreter, KernelGraph, KernelGraphBuilder
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """One fusible region: its IR program and where it sits in the flat program."""
+
+    name: str
+    graph: KernelGraph
+    inputs: tuple[int, ...]  # flat-program values, in the graph's input order
+    outputs: tuple[int, ...]  # flat-program values, in the graph's output order
+    nodes: tuple[int, ...]  # flat-program node indices it covers
+
+    def __str__(self) -> str:
+        return str(self.graph)
+
+
+@dataclasses.dataclass
+class PartitionedProgram:
+    program: FlatProgram
+    regions: list[Region]
+    scan_bodies: dict[int, "PartitionedProgram"]  # node index → partitioned scan body
+
+    def all_regions(self) -> list[Region]:
+        out = list(self.regions)
+        for body in self.scan_bodies.values():
+            out += body.all_regions()
+        return out
+
+
+def build_partitioned(program: FlatProgram, config: RegionConfig) -> PartitionedProgram:
+    normalize(program)
+    regions = [_build_region(program, nodes, f"{program.name}.region{k}")
+               for k, nodes in enumerate(partition(program, config))]
+    bodies = {i: build_partitioned(node.body, config) for i, node in enumerate(program.nodes)
+              if isinstance(node, ScanNode)}
+    return PartitionedProgram(program, regions, bodies)
+
+
+def _build_region(program: FlatProgram, nodes: Sequence[int], name: str) -> Region:
+    members = set(nodes)
+    producers = program.producers()
+    users = program.users()
+    builder = KernelGraphBuilder(name)
+    local: dict[int, int] = {}
+    inputs: list[int] = []
+
+    def read(v: int) -> int:
+        if v in local:
+            return local[v]
+        p = producers.get(v)
+        if _is_source(program, p):
+            src = program.nodes[p]  # rematerialize constants and iotas inside the region
+            local[v] = builder.op(src.kind, **src.attrs.as_dict())
+            return local[v]
+        local[v] = builder.input(program.types[v], _input_name(program, v))
+        inputs.append(v)
+        return local[v]
+
+    external = sorted({v for i in members for v in program.nodes[i].inputs
+                       if producers.get(v) not in members and not _is_source(program, producers.get(v))},
+                      key=lambda v: (_input_rank(program, v), v))
+    for v in external:
+        read(v)
+    for i in sorted(members):
+        node = program.nodes[i]
+        args = [read(v) for v in node.inputs]
+        local[node.output] = builder.op(node.kind, *args, **node.attrs.as_dict())
+    escaping = set(v for v in program.outputs if isinstance(v, int))
+    outputs = [program.nodes[i].output for i in sorted(members)
+               if program.nodes[i].output in escaping
+               or any(u not in members for u in users.get(program.nodes[i].output, []))]
+    graph = builder.build([local[v] for v in outputs])
+    return Region(name, graph, tuple(inputs), tuple(outputs), tuple(sorted(members)))
+
+
+def _is_source(program: FlatProgram, index: int | None) -> bool:
+    node = program.nodes[index] if index is not None else None
+    return isinstance(node, IrNode) and node.kind in SOURCES
+
+
+def _input_rank(program: FlatProgram, v: int) -> int:
+    """Function arguments first, in argument order; then everything else."""
+    return program.inputs.index(v) if v in program.inputs else len(program.inputs)
+
+
+def _input_name(program: FlatProgram, v: int) -> str:
+    if v in program.inputs:
+        return f"arg{program.inputs.index(v)}"
+    if v in program.consts:
+        return f"const{v}"
+    return f"v{v}"
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def run_partitioned(part: PartitionedProgram, flat_args: Sequence[Any], use_interpreter: bool = True) -> list[Any]:
+    """Evaluate eagerly: regions by the reference interpreter (or their JAX form), the rest by JAX."""
+    program = part.program
+    env: dict[int, Any] = dict(zip(program.inputs, flat_args))
+    env.update({v: jnp.asarray(c) for v, c in program.consts.items()})
+    for unit in _schedule(part):
+        if isinstance(unit, Region):
+            _run_region(unit, env, use_interpreter)
+        else:
+            _run_node(part, unit, env, use_interpreter)
+    return [env[v] for v in program.outputs]
+
+
+def _schedule(part: PartitionedProgram) -> list[Any]:
+    """Topological order of regions (as super-nodes) and the remaining nodes, stable in program order."""
+    program = part.program
+    region_of = {n: r for r in part.regions for n in r.nodes}
+    units: list[Any] = []
+    unit_of_node: dict[int, int] = {}
+    for i in range(len(program.nodes)):
+        if i in region_of:
+            r = region_of[i]
+            if r.nodes[0] == i:
+                units.append(r)
+                for n in r.nodes:
+                    unit_of_node[n] = len(units) - 1
+        else:
+            units.append(i)
+            unit_of_node[i] = len(units) - 1
+    producers = program.producers()
+    deps: list[set[int]] = []
+    for u in units:
+        reads = u.inputs if isinstance(u, Region) else program.nodes[u].inputs
+        deps.append({unit_of_node[producers[v]] for v in reads if isinstance(v, int) and v in producers}
+                    - {len(deps)})
+    order, ready = [], [k for k, d in enumerate(deps) if not d]
+    heapq.heapify(ready)
+    waiting = {k: set(d) for k, d in enumerate(deps) if d}
+    dependents: dict[int, list[int]] = {}
+    for k, d in waiting.items():
+        for j in d:
+            dependents.setdefault(j, []).append(k)
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(units[k])
+        for j in dependents.get(k, []):
+            waiting[j].discard(k)
+            if not waiting[j]:
+                del waiting[j]
+                heapq.heappush(ready, j)
+    if waiting:
+        raise RuntimeError("internal error: regions form a cycle (a region is not convex)")
+    return order
+
+
+def _run_region(region: Region, env: dict[int, Any], use_interpreter: bool) -> None:
+    if use_interpreter:
+        outs = Interpreter().run(region.graph, *(to_numpy(env[v]) for v in region.inputs))
+        outs = [jnp.asarray(o) for o in outs]
+    else:
+        from prism_jax.frontend.to_jax import kernel_graph_fn
+
+        outs = kernel_graph_fn(region.graph)(*(env[v] for v in region.inputs))
+    env.update(zip(region.outputs, outs))
+
+
+def _value(env: dict[int, Any], v: Any) -> Any:
+    return v.value if isinstance(v, LiteralValue) else env[v]
+
+
+def _run_node(part: PartitionedProgram, i: int, env: dict[int, Any], use_interpreter: bool) -> None:
+    node = part.program.nodes[i]
+    args = [_value(env, v) for v in node.inputs]
+    if isinstance(node, IrNode):
+        env[node.output] = apply_op(node.kind, node.attrs, args, part.program.types[node.output])
+    elif isinstance(node, OpaqueNode):
+        out = node.eqn.primitive.bind(*args, **node.eqn.params)
+        env.update(zip(node.outputs, out if node.eqn.primitive.multiple_results else [out]))
+    else:
+        env.update(zip(node.outputs, _run_scan(part.scan_bodies[i], node, args, use_interpreter)))
+
+
+def _run_scan(body: PartitionedProgram, node: ScanNode, args: list[Any], use_interpreter: bool) -> list[Any]:
+    consts = args[:node.num_consts]
+    carry = args[node.num_consts:node.num_consts + node.num_carry]
+    xs = args[node.num_consts + node.num_carry:]
+    length = int(node.eqn.params["length"])
+    steps = range(length - 1, -1, -1) if node.eqn.params.get("reverse", False) else range(length)
+    ys_steps = []
+    for t in steps:
+        outs = run_partitioned(body, [*consts, *carry, *(x[t] for x in xs)], use_interpreter)
+        carry, ys = outs[:node.num_carry], outs[node.num_carry:]
+        ys_steps.append(ys)
+    if node.eqn.params.get("reverse", False):
+        ys_steps.reverse()
+    n_ys = len(node.outputs) - node.num_carry
+    stacked = [jnp.stack([step[k] for step in ys_steps]) if ys_steps else
+               jnp.zeros((0,) + tuple(node.eqn.outvars[node.num_carry + k].aval.shape[1:]))
+               for k in range(n_ys)]
+    return [*carry, *stacked]
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry
+
+
+class TracedProgram:
+    """What :func:`trace` returns: ``.regions`` (printable IR programs) and ``.evaluate``."""
+
+    def __init__(self, fn: Callable, part: PartitionedProgram, in_tree: Any, out_tree: Any,
+                 statics: "_Statics", flat_avals: Sequence[Any]) -> None:
+        self.fn, self._part, self._in_tree, self._out_tree = fn, part, in_tree, out_tree
+        self._statics, self._flat_avals = statics, list(flat_avals)
+
+    @property
+    def regions(self) -> list[Region]:
+        return self._part.all_regions()
+
+    @property
+    def program(self) -> FlatProgram:
+        return self._part.program
+
+    @property
+    def boundaries(self) -> list[str]:
+        """Why code stayed outside regions: one entry per unconverted equation."""
+        return list(self._part.program.unsupported)
+
+    def evaluate(self, *args: Any, use_interpreter: bool = True, **kwargs: Any) -> Any:
+        """Run the function: regions by the reference interpreter, the rest by JAX (eagerly)."""
+        dynamic = self._statics.split(args, kwargs, check=True)
+        leaves, tree = jax.tree_util.tree_flatten(dynamic)
+        if tree != self._in_tree:
+            raise ValueError(f"evaluate: arguments have structure {tree}, traced with {self._in_tree}")
+        for k, (leaf, aval) in enumerate(zip(leaves, self._flat_avals)):
+            if tuple(np.shape(leaf)) != tuple(aval.shape):
+                raise ValueError(f"evaluate: argument leaf {k} has shape {np.shape(leaf)}, traced with "
+                                 f"{tuple(aval.shape)}; call prism_jax.trace again for new shapes")
+        leaves = [jnp.asarray(x, dtype=a.dtype) for x, a in zip(leaves, self._flat_avals)]
+        outs = run_partitioned(self._part, leaves, use_interpreter)
+        return jax.tree_util.tree_unflatten(self._out_tree, outs)
+
+    def __str__(self) -> str:
+        name = getattr(self.fn, "__name__", "fn")
+        lines = [f"traced {name}: {len(self.regions)} region(s), {len(self.boundaries)} boundary equation(s)"]
+        for r in self.regions:
+            lines.append(str(r))
+        if self.boundaries:
+            lines.append("left to XLA: " + "; ".join(sorted(set(self.boundaries))))
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+@dataclasses.dataclass(frozen=True)
+class _Statics:
+    """Static positional/keyword arguments, as in ``jax.jit``: baked into the trace."""
+
+    argnums: tuple[int, ...]
+    argnames: tuple[str, ...]
+    values: tuple[Any, ...] = ()
+
+    def split(self, args: Sequence[Any], kwargs: dict[str, Any], check: bool = False) -> tuple:
+        static = tuple(args[i] for i in self.argnums) + tuple(kwargs[n] for n in self.argnames if n in kwargs)
+        if check and static != self.values:
+            raise ValueError(f"static arguments changed from {self.values} to {static}; "
+                             "call prism_jax.trace again for new static values")
+        dyn_args = tuple(a for i, a in enumerate(args) if i not in self.argnums)
+        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.argnames}
+        return dyn_args, dyn_kwargs
+
+    def merge(self, args_template: Sequence[Any], dyn_args: Sequence[Any], kwargs: dict[str, Any],
+              static_kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        it = iter(dyn_args)
+        full = [args_template[i] if i in self.argnums else next(it) for i in range(len(args_template))]
+        return full, {**kwargs, **static_kwargs}
+
+
+def trace(fn: Callable, *args: Any, static_argnums: int | Sequence[int] = (),
+          static_argnames: str | Sequence[str] = (), region_config: RegionConfig = RegionConfig(),
+          **kwargs: Any) -> TracedProgram:
+    """Trace ``fn(*args, **kwargs)`` into regions of IR programs.
+
+    Arguments are pytrees of arrays; ``static_argnums``/``static_argnames`` mark hashable arguments
+    baked into the trace, as in ``jax.jit``. Primitives without an IR rule end a region; they never
+    fail the trace (see ``TracedProgram.boundaries``).
+    """
+    argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    argnums = tuple(i % len(args) if args else i for i in argnums)
+    argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+    for i in argnums:
+        if not 0 <= i < len(args):
+            raise ValueError(f"static_argnums={static_argnums} is out of range for {len(args)} positional arguments")
+    statics = _Statics(argnums, argnames)
+    statics = dataclasses.replace(statics, values=tuple(args[i] for i in argnums)
+                                  + tuple(kwargs[n] for n in argnames if n in kwargs))
+    dynamic = statics.split(args, kwargs)
+    leaves, in_tree = jax.tree_util.tree_flatten(dynamic)
+    static_kwargs = {n: kwargs[n] for n in argnames if n in kwargs}
+
+    def flat_fn(*flat):
+        dyn_args, dyn_kwargs = jax.tree_util.tree_unflatten(in_tree, flat)
+        full_args, full_kwargs = statics.merge(args, dyn_args, dyn_kwargs, static_kwargs)
+        return fn(*full_args, **full_kwargs)
+
+    jaxpr, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*leaves)
+    out_tree = jax.tree_util.tree_structure(out_shape)
+    name = getattr(fn, "__name__", "fn").replace("<", "").replace(">", "")
+    program = Converter(name).convert_top(jaxpr)
+    part = build_partitioned(program, region_config)
+    log.info("traced %s: %d region(s), %d boundary equation(s)", name, len(part.all_regions()),
+             len(program.unsupported))
+    return TracedProgram(fn, part, in_tree, out_tree, statics, [v.aval for v in jaxpr.invars])
