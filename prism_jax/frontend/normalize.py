@@ -47,6 +47,11 @@ def _rewrite_round(program: FlatProgram) -> bool:
                     alias[node.output] = _resolve(alias, result)
                     node = None
                     break
+                if isinstance(result, list):  # new nodes before the one that keeps the output
+                    for extra in result[:-1]:
+                        defs[extra.output] = extra
+                        new_nodes.append(extra)
+                    result = result[-1]
                 node = result
             if node is None:
                 continue
@@ -154,6 +159,42 @@ def _neutral_operand(program, node, defs):
     return None
 
 
+def _is_unit_reshape(src_shape, dst_shape) -> bool:
+    """A reshape that only inserts or removes size-1 dims."""
+    return [d for d in src_shape if d != 1] == [d for d in dst_shape if d != 1]
+
+
+def _sink_unit_reshape(program, node, defs):
+    """op(reshape(x), consts) → reshape(op(x, consts)) for unit-dim reshapes, so reshape chains meet
+    and cancel: ``sum(x, -1)[:, None] / d`` and ``mean(x, -1, keepdims=True)`` become one form."""
+    if node.kind not in ELEMENTWISE:
+        return None
+    out_type = program.types[node.output]
+    for k, v in enumerate(node.inputs):
+        src = defs.get(v)
+        if src is None or src.kind != OpKind.RESHAPE:
+            continue
+        x_type = program.types[src.inputs[0]]
+        others = [u for j, u in enumerate(node.inputs) if j != k]
+        if (not _is_unit_reshape(x_type.shape, out_type.shape) or program.types[v].shape != out_type.shape
+                or any(_constant_value(defs, u) is None for u in others)):
+            continue
+        extra, inputs = [], []
+        for j, u in enumerate(node.inputs):
+            if j == k:
+                inputs.append(src.inputs[0])
+                continue
+            const_type = TensorType((1,) * x_type.rank, program.types[u].dtype)
+            c = program.new_value(const_type)
+            extra.append(IrNode(OpKind.CONSTANT, Attrs.of(value=_constant_value(defs, u), shape=const_type.shape,
+                                                          dtype=const_type.dtype), (), c))
+            inputs.append(c)
+        inner = program.new_value(out_type.with_shape(x_type.shape))
+        extra.append(IrNode(node.kind, node.attrs, tuple(inputs), inner))
+        return extra + [IrNode(OpKind.RESHAPE, Attrs.of(shape=out_type.shape), (inner,), node.output)]
+    return None
+
+
 _NEUTRAL = {OpKind.ADD: 0, OpKind.SUB: 0, OpKind.MUL: 1, OpKind.DIV: 1, OpKind.MAX: -math.inf,
             OpKind.MIN: math.inf}
 _FOLDABLE = (ELEMENTWISE - {OpKind.SELECT}) | {OpKind.RESHAPE, OpKind.BROADCAST, OpKind.TRANSPOSE}
@@ -174,7 +215,7 @@ _EVAL_SCALAR[OpKind.CONVERT] = lambda args: args[0]
 _FOLDABLE = _FOLDABLE - {OpKind.INTEGER_POW}
 
 _REWRITES: tuple[Pass, ...] = (_drop_identity, _compose_layout, _fold_constants, _neutral_operand,
-                               _implicit_broadcast, _square)
+                               _implicit_broadcast, _square, _sink_unit_reshape)
 
 
 def _cse(program: FlatProgram) -> bool:

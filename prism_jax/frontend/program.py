@@ -70,6 +70,12 @@ class FlatProgram:
     outputs: list[int]
     unsupported: list[str] = dataclasses.field(default_factory=list)
 
+    def new_value(self, t: TensorType | None, aval: Any = None) -> int:
+        v = max(self.types, default=-1) + 1
+        self.types[v] = t
+        self.avals[v] = aval
+        return v
+
     def producers(self) -> dict[int, int]:
         """value → index of the node that defines it."""
         return {v: i for i, node in enumerate(self.nodes) for v in node.outputs}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -46,7 +47,10 @@ def from_json(text: str) -> KernelGraph:
 
 
 def content_hash(graph: KernelGraph) -> str:
-    return hashlib.sha256(to_json(graph).encode()).hexdigest()[:20]
+    """Hash of the computation only: graph and input names do not enter it, so the same region traced
+    from differently named functions (or re-traced in another process) hashes the same."""
+    anonymous = dataclasses.replace(graph, name="", input_names=("",) * len(graph.input_names))
+    return hashlib.sha256(to_json(anonymous).encode()).hexdigest()[:20]
 
 
 # -- writing -------------------------------------------------------------------------------------
