@@ -1,0 +1,388 @@
+"""Formal equivalence by e-graph saturation (egglog). This package is the only egglog user.
+
+sGraphs are encoded as terms of a tensor algebra in which grid and loop splits are explicit:
+``part(x, d, a)`` is the tile of ``x`` along data dim ``d`` for the block/iteration index on axis ``a``,
+``comb(t, d, a)`` reassembles tiles, ``asum(t, a)`` / ``amax(t, a)`` sum or max over an axis (loop
+accumulators, and grid dims an omap leaves unmapped), ``bc(t, d)`` marks implicit broadcasting of a
+size-1 dim. Sizes never appear in terms, so a proof holds for every size that satisfies the graph's
+divisibility constraints. The axioms are Mirage's (partition/combine cancellation and commutation,
+elementwise ops and matmuls commuting with partitions, split-K as a sum of partial products, reductions
+split over tiles, row scaling commuting with matmul, commutativity/associativity) plus what numerically
+stable kernels need (the online-softmax rescaling identity exp(a−m₁)·exp(m₁−m₂) = exp(a−m₂) and
+scales distributing over sums). Every axiom is checked numerically in the tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+from egglog import EGraph, Expr, String, StringLike, Unit, eq, function, i64, i64Like, ne, rewrite, rule, ruleset, \
+    vars_, birewrite
+
+from prism_jax.ir import BlockGraph, KernelGraph, Mono, Op, OpKind, TensorType
+from prism_jax.ir.ops import ACCUMULATORS, BINARY, UNARY
+from prism_jax.verify.verdict import Status, Verdict
+
+
+class Ten(Expr):
+    """A tensor (or tile) term."""
+
+    @classmethod
+    def input(cls, name: StringLike) -> Ten: ...
+
+    @classmethod
+    def const(cls, value: StringLike) -> Ten: ...
+
+
+@function
+def un(op: StringLike, a: Ten) -> Ten: ...
+
+
+@function
+def bin(op: StringLike, a: Ten, b: Ten) -> Ten: ...
+
+
+@function
+def sel(c: Ten, a: Ten, b: Ten) -> Ten: ...
+
+
+@function
+def mm(a: Ten, b: Ten, rank: i64Like) -> Ten: ...
+
+
+@function
+def rsum(a: Ten, dim: i64Like) -> Ten: ...
+
+
+@function
+def rmax(a: Ten, dim: i64Like) -> Ten: ...
+
+
+@function
+def bc(a: Ten, dim: i64Like) -> Ten: ...
+
+
+@function
+def mT(a: Ten, rank: i64Like) -> Ten: ...
+
+
+@function
+def opaque(op: StringLike, a: Ten) -> Ten: ...
+
+
+@function
+def opaque2(op: StringLike, a: Ten, b: Ten) -> Ten: ...
+
+
+@function
+def part(a: Ten, dim: i64Like, axis: StringLike) -> Ten: ...
+
+
+@function
+def comb(a: Ten, dim: i64Like, axis: StringLike) -> Ten: ...
+
+
+@function
+def asum(a: Ten, axis: StringLike) -> Ten: ...
+
+
+@function
+def amax(a: Ten, axis: StringLike) -> Ten: ...
+
+
+@function
+def indep(a: Ten, axis: StringLike) -> Unit: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# axioms
+
+a, b, c, m, n, t, x = vars_("a b c m n t x", Ten)
+d, e, r = vars_("d e r", i64)
+p, q, f = vars_("p q f", String)
+
+# partitions, combines and the ops that commute with them
+tiling = ruleset(
+    rewrite(comb(part(a, d, p), d, p)).to(a),
+    rewrite(part(part(a, d, p), e, q)).to(part(part(a, e, q), d, p), ne(d).to(e)),
+    rewrite(comb(comb(a, d, p), e, q)).to(comb(comb(a, e, q), d, p), ne(d).to(e)),
+    rewrite(comb(part(a, d, p), e, q)).to(part(comb(a, e, q), d, p), ne(d).to(e), ne(p).to(q)),
+    rewrite(un(f, part(a, d, p))).to(part(un(f, a), d, p)),
+    rewrite(bin(f, part(a, d, p), part(b, d, p))).to(part(bin(f, a, b), d, p)),
+    rewrite(bin(f, part(a, d, p), bc(b, d))).to(part(bin(f, a, bc(b, d)), d, p), indep(b, p)),
+    rewrite(bin(f, bc(b, d), part(a, d, p))).to(part(bin(f, bc(b, d), a), d, p), indep(b, p)),
+    rewrite(sel(part(c, d, p), part(a, d, p), part(b, d, p))).to(part(sel(c, a, b), d, p)),
+    rewrite(bc(part(a, d, p), e)).to(part(bc(a, e), d, p), ne(d).to(e)),
+    rewrite(bc(bc(a, d), e)).to(bc(bc(a, e), d), ne(d).to(e)),
+    # matmul: rows, columns and batch dims split; a split contracting dim is a sum of partial products
+    rewrite(mm(part(a, d, p), b, r)).to(part(mm(a, b, r), d, p), eq(d).to(r - 2), indep(b, p)),
+    rewrite(mm(a, part(b, d, p), r)).to(part(mm(a, b, r), d, p), eq(d).to(r - 1), indep(a, p)),
+    rewrite(mm(part(a, d, p), part(b, d, p), r)).to(part(mm(a, b, r), d, p), ne(d).to(r - 1), ne(d).to(r - 2)),
+    rewrite(asum(mm(part(a, d, p), part(b, e, p), r), p)).to(mm(a, b, r), eq(d).to(r - 1), eq(e).to(r - 2)),
+    # transposes of the last two dims move partitions between them
+    rewrite(mT(part(a, d, p), r)).to(part(mT(a, r), r - 2, p), eq(d).to(r - 1)),
+    rewrite(mT(part(a, d, p), r)).to(part(mT(a, r), r - 1, p), eq(d).to(r - 2)),
+    rewrite(mT(part(a, d, p), r)).to(part(mT(a, r), d, p), ne(d).to(r - 1), ne(d).to(r - 2)),
+    # reductions over a dim that is not split commute with the split; over the split dim they sum tiles
+    rewrite(rsum(part(a, d, p), e)).to(part(rsum(a, e), d, p), ne(d).to(e)),
+    rewrite(rmax(part(a, d, p), e)).to(part(rmax(a, e), d, p), ne(d).to(e)),
+    rewrite(asum(rsum(part(a, d, p), d), p)).to(rsum(a, d)),
+    rewrite(amax(rmax(part(a, d, p), d), p)).to(rmax(a, d)),
+    rewrite(rsum(asum(a, p), e)).to(asum(rsum(a, e), p)),
+    rewrite(asum(bin("add", a, b), p)).to(bin("add", asum(a, p), asum(b, p))),
+    rewrite(asum(bin("mul", a, b), p)).to(bin("mul", asum(a, p), b), indep(b, p)),
+    rewrite(asum(bin("mul", b, a), p)).to(bin("mul", b, asum(a, p)), indep(b, p)),
+)
+
+# which terms do not vary along an axis (side condition of the rules above)
+independence = ruleset(
+    rule(eq(t).to(un(f, a)), indep(a, p)).then(indep(t, p)),
+    rule(eq(t).to(bin(f, a, b)), indep(a, p), indep(b, p)).then(indep(t, p)),
+    rule(eq(t).to(sel(c, a, b)), indep(c, p), indep(a, p), indep(b, p)).then(indep(t, p)),
+    rule(eq(t).to(mm(a, b, r)), indep(a, p), indep(b, p)).then(indep(t, p)),
+    rule(eq(t).to(rsum(a, d)), indep(a, p)).then(indep(t, p)),
+    rule(eq(t).to(rmax(a, d)), indep(a, p)).then(indep(t, p)),
+    rule(eq(t).to(bc(a, d)), indep(a, p)).then(indep(t, p)),
+    rule(eq(t).to(mT(a, r)), indep(a, p)).then(indep(t, p)),
+    rule(eq(t).to(opaque(f, a)), indep(a, p)).then(indep(t, p)),
+    rule(eq(t).to(opaque2(f, a, b)), indep(a, p), indep(b, p)).then(indep(t, p)),
+    rule(eq(t).to(part(a, d, q)), indep(a, p), ne(p).to(q)).then(indep(t, p)),
+    rule(eq(t).to(comb(a, d, q)), indep(a, p), ne(p).to(q)).then(indep(t, p)),
+    rule(eq(t).to(asum(a, q)), indep(a, p)).then(indep(t, p)),
+    rule(eq(t).to(amax(a, q)), indep(a, p)).then(indep(t, p)),
+    rule(eq(t).to(asum(a, p))).then(indep(t, p)),
+    rule(eq(t).to(amax(a, p))).then(indep(t, p)),
+)
+
+# algebra on whole tensors
+algebra = ruleset(
+    rewrite(bin("add", a, b)).to(bin("add", b, a)),
+    rewrite(bin("mul", a, b)).to(bin("mul", b, a)),
+    birewrite(bin("add", bin("add", a, b), c)).to(bin("add", a, bin("add", b, c))),
+    birewrite(bin("mul", bin("mul", a, b), c)).to(bin("mul", a, bin("mul", b, c))),
+    rewrite(bin("mul", a, bin("add", b, c))).to(bin("add", bin("mul", a, b), bin("mul", a, c))),
+    rewrite(mm(a, bin("add", b, c), r)).to(bin("add", mm(a, b, r), mm(a, c, r))),
+    rewrite(mm(bin("add", a, b), c, r)).to(bin("add", mm(a, c, r), mm(b, c, r))),
+    # row scaling ([.., M, 1] broadcast along K) commutes with matmul; column scaling likewise
+    birewrite(mm(bin("mul", a, bc(c, e)), b, r)).to(bin("mul", mm(a, b, r), bc(c, e)), eq(e).to(r - 1)),
+    birewrite(mm(bin("div", a, bc(c, e)), b, r)).to(bin("div", mm(a, b, r), bc(c, e)), eq(e).to(r - 1)),
+    birewrite(mm(a, bin("mul", b, bc(c, e)), r)).to(bin("mul", mm(a, b, r), bc(c, e)), eq(e).to(r - 2)),
+    # division and reciprocal square roots
+    birewrite(bin("mul", a, un("rsqrt", b))).to(bin("div", a, un("sqrt", b))),
+    birewrite(bin("div", bin("mul", a, b), c)).to(bin("mul", a, bin("div", b, c))),
+    birewrite(bin("div", bin("div", a, b), c)).to(bin("div", a, bin("mul", b, c))),
+    rewrite(un("square", a)).to(bin("mul", a, a)),
+    # a scale with a size-1 dim passes through a sum over that dim
+    birewrite(bin("mul", rsum(a, d), c)).to(rsum(bin("mul", a, bc(c, d)), d)),
+    rewrite(rsum(bin("div", a, bc(c, d)), d)).to(bin("div", rsum(a, d), c)),
+    # online softmax: exp(x - m) * exp(m - n) = exp(x - n), and shift invariance of exp ratios
+    rewrite(bin("mul", un("exp", bin("sub", x, bc(m, d))), bc(un("exp", bin("sub", m, n)), d))).to(
+        un("exp", bin("sub", x, bc(n, d)))),
+    rewrite(bin("mul", un("exp", bin("sub", m, n)), un("exp", bin("sub", n, c)))).to(un("exp", bin("sub", m, c))),
+)
+
+AXIOMS = tiling | independence | algebra
+
+
+# ---------------------------------------------------------------------------------------------
+# encoding
+
+
+class EncodingError(ValueError):
+    """The graph uses something the term algebra cannot express (the verdict is then ``unknown``)."""
+
+
+def _const_name(value) -> str:
+    if isinstance(value, Mono):
+        return str(value)
+    if isinstance(value, bool):
+        return str(value)
+    number = float(value)
+    return repr(int(number)) if number.is_integer() else repr(number)
+
+
+@dataclasses.dataclass
+class Encoding:
+    outputs: list[Ten]
+    axes: set[str]
+    leaves: list[Ten]
+
+
+class Encoder:
+    """Turns kernel graphs (with their block graphs) into terms over shared input leaves."""
+
+    def __init__(self) -> None:
+        self.axes: set[str] = set()
+        self.leaves: dict[str, Ten] = {}
+        self._kernels = 0
+
+    def leaf(self, key: str, make) -> Ten:
+        if key not in self.leaves:
+            self.leaves[key] = make()
+        return self.leaves[key]
+
+    def encode(self, graph: KernelGraph, prefix: str) -> list[Ten]:
+        env: dict[int, Ten] = {v: self.leaf(f"in{k}", lambda k=k: Ten.input(f"in{k}"))
+                               for k, v in enumerate(graph.inputs)}
+        for op in graph.ops:
+            if op.kind == OpKind.CUSTOM_KERNEL:
+                self._kernels += 1
+                outs = self._block(op.block, [env[v] for v in op.inputs], f"{prefix}k{self._kernels}")
+                env.update(zip(op.outputs, outs))
+            else:
+                env[op.outputs[0]] = self._op(op, [env[v] for v in op.inputs], graph.values)
+        return [env[v] for v in graph.outputs]
+
+    def _block(self, block: BlockGraph, sources: Sequence[Ten], name: str) -> list[Ten]:
+        grid_axes = [f"{name}g{k}" for k in range(block.grid_rank)]
+        loop_axis = f"{name}L"
+        self.axes.update(grid_axes + [loop_axis])
+        env: dict[int, Ten] = {}
+        for inp in block.inputs:
+            term = sources[inp.source]
+            for d, row in enumerate(inp.imap):
+                for p_index, split in enumerate(row):
+                    if split is not True and split is not False:
+                        raise EncodingError("block graph has unresolved map variables")
+                    if split:
+                        term = part(term, d, grid_axes[p_index])
+                if inp.fmap[d] is True:
+                    term = part(term, d, loop_axis)
+            env[inp.value] = term
+        for op in block.ops:
+            args = [env[v] for v in op.inputs]
+            if op.kind in ACCUMULATORS:
+                env[op.outputs[0]] = self._accumulate(op, args, block.values, loop_axis)
+            else:
+                env[op.outputs[0]] = self._op(op, args, block.values)
+        outs = []
+        for out in block.outputs:
+            term = env[out.value]
+            for p_index in reversed(range(block.grid_rank)):
+                dims = [d for d, row in enumerate(out.omap) if row[p_index] is True]
+                term = comb(term, dims[0], grid_axes[p_index]) if dims else asum(term, grid_axes[p_index])
+            outs.append(term)
+        return outs
+
+    def _accumulate(self, op: Op, args: list[Ten], values, loop_axis: str) -> Ten:
+        if op.kind == OpKind.ACCUM_SUM:
+            return asum(args[0], loop_axis)
+        if op.kind == OpKind.ACCUM_SUM_SQUARES:
+            return asum(un("square", args[0]), loop_axis)
+        if op.kind == OpKind.ACCUM_MAX:
+            return amax(args[0], loop_axis)
+        # rescaled sum: Σ_i value_i · exp(s_i − M), M = max_i s_i (what the online update computes)
+        value, log_scale = args
+        value_t, scale_t = values[op.inputs[0]], values[op.inputs[1]]
+        running_max = amax(log_scale, loop_axis)
+        factor = self._broadcast(un("exp", bin("sub", log_scale, running_max)), scale_t, value_t)
+        return asum(bin("mul", value, factor), loop_axis)
+
+    @staticmethod
+    def _broadcast(term: Ten, t: TensorType, out: TensorType) -> Ten:
+        for d, (size, out_size) in enumerate(zip(t.shape, out.shape)):
+            if size == 1 and out_size != 1:
+                term = bc(term, d)
+        return term
+
+    def _op(self, op: Op, args: list[Ten], values) -> Ten:
+        out_t = values[op.outputs[0]]
+        in_ts = [values[v] for v in op.inputs]
+        kind = op.kind
+        if kind == OpKind.CONSTANT:
+            leaf = self.leaf(f"const:{_const_name(op.attrs['value'])}",
+                             lambda: Ten.const(_const_name(op.attrs["value"])))
+            return self._broadcast(leaf, TensorType((1,) * out_t.rank, out_t.dtype), out_t)
+        if kind in UNARY:
+            suffix = {OpKind.INTEGER_POW: lambda: str(op.attrs["exponent"]),
+                      OpKind.CONVERT: lambda: op.attrs["dtype"].value}.get(kind, lambda: "")()
+            return un(kind.value + suffix, args[0])
+        if kind in BINARY:
+            x, y = (self._broadcast(arg, t, out_t) for arg, t in zip(args, in_ts))
+            return bin(kind.value, x, y)
+        if kind == OpKind.SELECT:
+            return sel(*(self._broadcast(arg, t, out_t) for arg, t in zip(args, in_ts)))
+        if kind == OpKind.MATMUL:
+            return mm(args[0], args[1], out_t.rank)
+        if kind in (OpKind.REDUCE_SUM, OpKind.REDUCE_MAX):
+            term = args[0]
+            for axis in sorted(op.attrs["axes"]):
+                if in_ts[0].shape[axis] != 1:
+                    term = rsum(term, axis) if kind == OpKind.REDUCE_SUM else rmax(term, axis)
+            return term
+        if kind == OpKind.BROADCAST:
+            return self._broadcast(args[0], in_ts[0], out_t)
+        if kind == OpKind.TRANSPOSE:
+            perm = tuple(op.attrs["perm"])
+            rank = len(perm)
+            if rank >= 2 and perm == tuple(range(rank - 2)) + (rank - 1, rank - 2):
+                return mT(args[0], rank)
+            return opaque(f"transpose{perm}", args[0])
+        if kind == OpKind.RESHAPE:
+            if in_ts[0].shape == out_t.shape:
+                return args[0]
+            return opaque(f"reshape{tuple(map(str, in_ts[0].shape))}->{tuple(map(str, out_t.shape))}", args[0])
+        if kind == OpKind.IOTA:
+            return self.leaf(f"iota:{op.attrs}", lambda: Ten.const(f"iota{tuple(map(str, out_t.shape))}"
+                                                                     f"@{op.attrs['dimension']}"))
+        if kind in (OpKind.SLICE, OpKind.CONCAT):
+            term = args[0]
+            for k, other in enumerate(args[1:]):
+                term = opaque2(f"{kind.value}{op.attrs}#{k}", term, other)
+            return opaque(f"{kind.value}{op.attrs}", term)
+        raise EncodingError(f"{kind} has no term encoding")
+
+
+@dataclasses.dataclass(frozen=True)
+class EGraphConfig:
+    max_iterations: int = 24
+    max_seconds: float = 5.0
+    max_nodes: int = 200_000
+
+
+class EGraphVerifier:
+    """Proves equivalence by saturation under a node, iteration and time budget."""
+
+    name = "egraph"
+
+    def __init__(self, config: EGraphConfig = EGraphConfig()) -> None:
+        self.config = config
+
+    def verify(self, reference: KernelGraph, candidate: KernelGraph) -> Verdict:
+        start = time.perf_counter()
+        if len(reference.outputs) != len(candidate.outputs) or reference.input_types != candidate.input_types:
+            return Verdict(Status.NOT_EQUAL, self.name, time.perf_counter() - start, "interfaces differ")
+        encoder = Encoder()
+        try:
+            ref_terms = encoder.encode(reference, "r")
+            cand_terms = encoder.encode(candidate, "c")
+        except EncodingError as err:
+            return Verdict(Status.UNKNOWN, self.name, time.perf_counter() - start, str(err))
+        goals = [eq(x).to(y) for x, y in zip(ref_terms, cand_terms)]
+        egraph = EGraph()
+        egraph.register(*ref_terms, *cand_terms)
+        for leaf in encoder.leaves.values():
+            for axis in sorted(encoder.axes):
+                egraph.register(indep(leaf, axis))
+        iterations = 0
+        while True:
+            if egraph.check_bool(*goals):
+                return Verdict(Status.EQUAL, self.name, time.perf_counter() - start,
+                               f"proved in {iterations} iteration(s)")
+            elapsed = time.perf_counter() - start
+            if iterations >= self.config.max_iterations or elapsed >= self.config.max_seconds:
+                return Verdict(Status.UNKNOWN, self.name, elapsed, f"budget spent after {iterations} iteration(s)")
+            report = egraph.run(AXIOMS)
+            iterations += 1
+            if not report.updated:
+                return Verdict(Status.UNKNOWN, self.name, time.perf_counter() - start,
+                               f"saturated after {iterations} iteration(s) without a proof")
+            if self._size(egraph) > self.config.max_nodes:
+                return Verdict(Status.UNKNOWN, self.name, time.perf_counter() - start,
+                               f"node budget ({self.config.max_nodes}) spent after {iterations} iteration(s)")
+
+    @staticmethod
+    def _size(egraph: EGraph) -> int:
+        return sum(size for _, size in egraph.all_function_sizes())
