@@ -181,6 +181,8 @@ algebra = ruleset(
     rewrite(bin("mul", un("exp", bin("sub", x, bc(m, d))), bc(un("exp", bin("sub", m, n)), d))).to(
         un("exp", bin("sub", x, bc(n, d)))),
     rewrite(bin("mul", un("exp", bin("sub", m, n)), un("exp", bin("sub", n, c)))).to(un("exp", bin("sub", m, c))),
+    rewrite(bin("div", un("exp", bin("sub", x, bc(m, d))), bc(rsum(un("exp", bin("sub", x, bc(m, d))), d), d))).to(
+        bin("div", un("exp", x), bc(rsum(un("exp", x), d), d))),
 )
 
 AXIOMS = tiling | independence | algebra
@@ -211,9 +213,15 @@ class Encoding:
 
 
 class Encoder:
-    """Turns kernel graphs (with their block graphs) into terms over shared input leaves."""
+    """Turns kernel graphs (with their block graphs) into terms over shared input leaves.
 
-    def __init__(self) -> None:
+    ``abstract=True`` erases tiling (partitions, combines and sums over grid/loop axes): the result
+    is the *abstract expression* a tile computes a piece of, which the search's pruning compares with
+    the target's (see :class:`AbstractTarget`)."""
+
+    def __init__(self, abstract: bool = False) -> None:
+        self.abstract = abstract
+        self.values: dict[tuple[str, int], Ten] = {}  # (graph prefix, value id) → term, block values too
         self.axes: set[str] = set()
         self.leaves: dict[str, Ten] = {}
         self._kernels = 0
@@ -229,11 +237,26 @@ class Encoder:
         for op in graph.ops:
             if op.kind == OpKind.CUSTOM_KERNEL:
                 self._kernels += 1
-                outs = self._block(op.block, [env[v] for v in op.inputs], f"{prefix}k{self._kernels}")
+                name = f"{prefix}k{self._kernels}"
+                outs = self._block(op.block, [env[v] for v in op.inputs], name)
                 env.update(zip(op.outputs, outs))
             else:
                 env[op.outputs[0]] = self._op(op, [env[v] for v in op.inputs], graph.values)
+        self.values.update({(prefix, v): term for v, term in env.items()})
         return [env[v] for v in graph.outputs]
+
+    # tiling constructors, erased in abstract mode
+    def _part(self, term: Ten, d: int, axis: str) -> Ten:
+        return term if self.abstract else part(term, d, axis)
+
+    def _comb(self, term: Ten, d: int, axis: str) -> Ten:
+        return term if self.abstract else comb(term, d, axis)
+
+    def _asum(self, term: Ten, axis: str) -> Ten:
+        return term if self.abstract else asum(term, axis)
+
+    def _amax(self, term: Ten, axis: str) -> Ten:
+        return term if self.abstract else amax(term, axis)
 
     def _block(self, block: BlockGraph, sources: Sequence[Ten], name: str) -> list[Ten]:
         grid_axes = [f"{name}g{k}" for k in range(block.grid_rank)]
@@ -247,9 +270,9 @@ class Encoder:
                     if split is not True and split is not False:
                         raise EncodingError("block graph has unresolved map variables")
                     if split:
-                        term = part(term, d, grid_axes[p_index])
+                        term = self._part(term, d, grid_axes[p_index])
                 if inp.fmap[d] is True:
-                    term = part(term, d, loop_axis)
+                    term = self._part(term, d, loop_axis)
             env[inp.value] = term
         for op in block.ops:
             args = [env[v] for v in op.inputs]
@@ -257,24 +280,28 @@ class Encoder:
                 env[op.outputs[0]] = self._accumulate(op, args, block.values, loop_axis)
             else:
                 env[op.outputs[0]] = self._op(op, args, block.values)
+        self.values.update({(name, v): term for v, term in env.items()})
         outs = []
         for out in block.outputs:
             term = env[out.value]
             for p_index in reversed(range(block.grid_rank)):
                 dims = [d for d, row in enumerate(out.omap) if row[p_index] is True]
-                term = comb(term, dims[0], grid_axes[p_index]) if dims else asum(term, grid_axes[p_index])
+                term = (self._comb(term, dims[0], grid_axes[p_index]) if dims
+                        else self._asum(term, grid_axes[p_index]))
             outs.append(term)
         return outs
 
     def _accumulate(self, op: Op, args: list[Ten], values, loop_axis: str) -> Ten:
         if op.kind == OpKind.ACCUM_SUM:
-            return asum(args[0], loop_axis)
+            return self._asum(args[0], loop_axis)
         if op.kind == OpKind.ACCUM_SUM_SQUARES:
-            return asum(un("square", args[0]), loop_axis)
+            return self._asum(un("square", args[0]), loop_axis)
         if op.kind == OpKind.ACCUM_MAX:
-            return amax(args[0], loop_axis)
+            return self._amax(args[0], loop_axis)
         # rescaled sum: Σ_i value_i · exp(s_i − M), M = max_i s_i (what the online update computes)
         value, log_scale = args
+        if self.abstract:  # the rescaling only changes which max the pieces are relative to
+            return value
         value_t, scale_t = values[op.inputs[0]], values[op.inputs[1]]
         running_max = amax(log_scale, loop_axis)
         factor = self._broadcast(un("exp", bin("sub", log_scale, running_max)), scale_t, value_t)
@@ -386,3 +413,58 @@ class EGraphVerifier:
     @staticmethod
     def _size(egraph: EGraph) -> int:
         return sum(size for _, size in egraph.all_function_sizes())
+
+
+# ---------------------------------------------------------------------------------------------
+# abstract expressions (Mirage's pruning)
+
+
+@function
+def sub(a: Ten) -> Unit: ...
+
+
+subterms = ruleset(
+    rule(sub(t), eq(t).to(un(f, a))).then(sub(a)),
+    rule(sub(t), eq(t).to(bin(f, a, b))).then(sub(a), sub(b)),
+    rule(sub(t), eq(t).to(sel(c, a, b))).then(sub(c), sub(a), sub(b)),
+    rule(sub(t), eq(t).to(mm(a, b, r))).then(sub(a), sub(b)),
+    rule(sub(t), eq(t).to(rsum(a, d))).then(sub(a)),
+    rule(sub(t), eq(t).to(rmax(a, d))).then(sub(a)),
+    rule(sub(t), eq(t).to(bc(a, d))).then(sub(a)),
+    rule(sub(t), eq(t).to(mT(a, r))).then(sub(a)),
+    rule(sub(t), eq(t).to(opaque(f, a))).then(sub(a)),
+    rule(sub(t), eq(t).to(opaque2(f, a, b))).then(sub(a), sub(b)),
+)
+
+
+class AbstractTarget:
+    """The target's abstract expressions, saturated once with the algebraic axioms; answers "is this
+    partial program's abstract expression a subexpression of the target's?" without further rewriting.
+
+    A partial program whose values are not all subexpressions cannot be completed into the target
+    under these axioms, so the search may prune it (as Mirage does); verification stays the judge of
+    every complete candidate."""
+
+    def __init__(self, reference: KernelGraph, iterations: int = 6) -> None:
+        start = time.perf_counter()
+        encoder = Encoder(abstract=True)
+        outputs = encoder.encode(reference, "t")
+        self._egraph = EGraph()
+        self._egraph.register(*outputs, *(sub(o) for o in outputs))
+        self._egraph.run((algebra | subterms) * iterations)
+        self._egraph.run(subterms.saturate())
+        self.build_seconds = time.perf_counter() - start
+
+    def admits_term(self, term: Ten) -> bool:
+        return self._egraph.check_bool(sub(term))
+
+    def admits(self, partial: KernelGraph) -> bool:
+        """True when every value the partial program computes (tiles included, tiling erased) is a
+        subexpression of the target."""
+        encoder = Encoder(abstract=True)
+        try:
+            encoder.encode(partial, "p")
+        except EncodingError:
+            return True  # cannot judge: never prune what we cannot encode
+        leaves = {id(x) for x in encoder.leaves.values()}
+        return all(self.admits_term(term) for term in encoder.values.values() if id(term) not in leaves)

@@ -47,13 +47,15 @@ class FingerprintVerifier:
             return Verdict(Status.NOT_EQUAL, self.name, time.perf_counter() - start, problem)
         rng = random.Random(self.config.seed)
         trials = 0
-        for sizes in instantiations(reference, candidate, self.config, rng):
+        size_sets = instantiations(reference, candidate, self.config, rng)
+        draws = max(self.config.inputs_per_trial, -(-self.config.trials // max(1, len(size_sets))))
+        for sizes in size_sets:
             try:
                 ref, cand = instantiate(reference, sizes), instantiate(candidate, sizes)
             except IRError as e:
                 return Verdict(Status.NOT_EQUAL, self.name, time.perf_counter() - start,
                                f"candidate is not well formed at sizes {sizes}: {e}")
-            for _ in range(self.config.inputs_per_trial):
+            for _ in range(draws):
                 found = self._compare(ref, cand, sizes, np.random.default_rng(rng.getrandbits(32)))
                 if found is not None:
                     return Verdict(Status.NOT_EQUAL, self.name, time.perf_counter() - start,
