@@ -173,7 +173,6 @@ algebra = ruleset(
     birewrite(bin("mul", a, un("rsqrt", b))).to(bin("div", a, un("sqrt", b))),
     birewrite(bin("div", bin("mul", a, b), c)).to(bin("mul", a, bin("div", b, c))),
     birewrite(bin("div", bin("div", a, b), c)).to(bin("div", a, bin("mul", b, c))),
-    rewrite(un("square", a)).to(bin("mul", a, a)),
     # a scale with a size-1 dim passes through a sum over that dim
     birewrite(bin("mul", rsum(a, d), c)).to(rsum(bin("mul", a, bc(c, d)), d)),
     rewrite(rsum(bin("div", a, bc(c, d)), d)).to(bin("div", rsum(a, d), c)),
@@ -234,14 +233,18 @@ class Encoder:
     def encode(self, graph: KernelGraph, prefix: str) -> list[Ten]:
         env: dict[int, Ten] = {v: self.leaf(f"in{k}", lambda k=k: Ten.input(f"in{k}"))
                                for k, v in enumerate(graph.inputs)}
+        units: dict[int, tuple[bool, ...]] = {v: tuple(d == 1 for d in graph.values[v].shape) for v in graph.inputs}
         for op in graph.ops:
             if op.kind == OpKind.CUSTOM_KERNEL:
                 self._kernels += 1
                 name = f"{prefix}k{self._kernels}"
-                outs = self._block(op.block, [env[v] for v in op.inputs], name)
+                outs, out_units = self._block(op.block, [env[v] for v in op.inputs], [units[v] for v in op.inputs],
+                                              name)
                 env.update(zip(op.outputs, outs))
+                units.update(zip(op.outputs, out_units))
             else:
-                env[op.outputs[0]] = self._op(op, [env[v] for v in op.inputs], graph.values)
+                units[op.outputs[0]] = unit_dims(op, [units[v] for v in op.inputs], graph.values)
+                env[op.outputs[0]] = self._op(op, [env[v] for v in op.inputs], graph.values, units)
         self.values.update({(prefix, v): term for v, term in env.items()})
         return [env[v] for v in graph.outputs]
 
@@ -258,89 +261,107 @@ class Encoder:
     def _amax(self, term: Ten, axis: str) -> Ten:
         return term if self.abstract else amax(term, axis)
 
-    def _block(self, block: BlockGraph, sources: Sequence[Ten], name: str) -> list[Ten]:
+    def _block(self, block: BlockGraph, sources: Sequence[Ten], source_units: Sequence[tuple[bool, ...]],
+               name: str) -> tuple[list[Ten], list[tuple[bool, ...]]]:
         grid_axes = [f"{name}g{k}" for k in range(block.grid_rank)]
         loop_axis = f"{name}L"
         self.axes.update(grid_axes + [loop_axis])
         env: dict[int, Ten] = {}
+        units: dict[int, tuple[bool, ...]] = {}
         for inp in block.inputs:
+            units[inp.value] = source_units[inp.source]  # a tile dim that is 1 only by splitting is no unit
             term = sources[inp.source]
             for d, row in enumerate(inp.imap):
                 for p_index, split in enumerate(row):
                     if split is not True and split is not False:
                         raise EncodingError("block graph has unresolved map variables")
-                    if split:
+                    # a size-1 dim can only be split once (g = 1): such a split is the identity
+                    if split and not source_units[inp.source][d]:
                         term = self._part(term, d, grid_axes[p_index])
-                if inp.fmap[d] is True:
+                if inp.fmap[d] is True and not source_units[inp.source][d]:
                     term = self._part(term, d, loop_axis)
             env[inp.value] = term
         for op in block.ops:
             args = [env[v] for v in op.inputs]
+            units[op.outputs[0]] = unit_dims(op, [units[v] for v in op.inputs], block.values)
             if op.kind in ACCUMULATORS:
-                env[op.outputs[0]] = self._accumulate(op, args, block.values, loop_axis)
+                env[op.outputs[0]] = self._accumulate(op, args, units, loop_axis)
             else:
-                env[op.outputs[0]] = self._op(op, args, block.values)
+                env[op.outputs[0]] = self._op(op, args, block.values, units)
         self.values.update({(name, v): term for v, term in env.items()})
-        outs = []
-        for out in block.outputs:
+        outs, out_units = [], []
+        for k, out in enumerate(block.outputs):
             term = env[out.value]
+            out_shape = block.output_type(k).shape
             for p_index in reversed(range(block.grid_rank)):
                 dims = [d for d, row in enumerate(out.omap) if row[p_index] is True]
+                if dims and out_shape[dims[0]] == 1:
+                    continue  # a size-1 output dim combines a single block (g = 1)
                 term = (self._comb(term, dims[0], grid_axes[p_index]) if dims
                         else self._asum(term, grid_axes[p_index]))
             outs.append(term)
-        return outs
+            mapped = {d for d, row in enumerate(out.omap) if any(e is True for e in row)}
+            out_units.append(tuple(u and (d not in mapped or out_shape[d] == 1)
+                                   for d, u in enumerate(units[out.value])))
+        return outs, out_units
 
-    def _accumulate(self, op: Op, args: list[Ten], values, loop_axis: str) -> Ten:
+    def _accumulate(self, op: Op, args: list[Ten], units, loop_axis: str) -> Ten:
         if op.kind == OpKind.ACCUM_SUM:
             return self._asum(args[0], loop_axis)
         if op.kind == OpKind.ACCUM_SUM_SQUARES:
-            return self._asum(un("square", args[0]), loop_axis)
+            return self._asum(bin("mul", args[0], args[0]), loop_axis)
         if op.kind == OpKind.ACCUM_MAX:
             return self._amax(args[0], loop_axis)
         # rescaled sum: Σ_i value_i · exp(s_i − M), M = max_i s_i (what the online update computes)
         value, log_scale = args
         if self.abstract:  # the rescaling only changes which max the pieces are relative to
             return value
-        value_t, scale_t = values[op.inputs[0]], values[op.inputs[1]]
         running_max = amax(log_scale, loop_axis)
-        factor = self._broadcast(un("exp", bin("sub", log_scale, running_max)), scale_t, value_t)
+        factor = self._broadcast(un("exp", bin("sub", log_scale, running_max)), units[op.inputs[1]],
+                                 units[op.inputs[0]])
         return asum(bin("mul", value, factor), loop_axis)
 
     @staticmethod
-    def _broadcast(term: Ten, t: TensorType, out: TensorType) -> Ten:
-        for d, (size, out_size) in enumerate(zip(t.shape, out.shape)):
-            if size == 1 and out_size != 1:
+    def _broadcast(term: Ten, unit: Sequence[bool], out_unit: Sequence[bool]) -> Ten:
+        """Mark the dims where a structurally size-1 operand meets a result that is not."""
+        for d, (is_unit, out_is_unit) in enumerate(zip(unit, out_unit)):
+            if is_unit and not out_is_unit:
                 term = bc(term, d)
         return term
 
-    def _op(self, op: Op, args: list[Ten], values) -> Ten:
+    def _op(self, op: Op, args: list[Ten], values, units) -> Ten:
         out_t = values[op.outputs[0]]
         in_ts = [values[v] for v in op.inputs]
+        in_units = [units[v] for v in op.inputs]
+        out_unit = units[op.outputs[0]]
         kind = op.kind
         if kind == OpKind.CONSTANT:
             leaf = self.leaf(f"const:{_const_name(op.attrs['value'])}",
                              lambda: Ten.const(_const_name(op.attrs["value"])))
-            return self._broadcast(leaf, TensorType((1,) * out_t.rank, out_t.dtype), out_t)
+            return self._broadcast(leaf, (True,) * out_t.rank, out_unit)
+        if kind == OpKind.SQUARE:  # one canonical form, so x*x and square(x) are the same term
+            return bin("mul", args[0], args[0])
         if kind in UNARY:
             suffix = {OpKind.INTEGER_POW: lambda: str(op.attrs["exponent"]),
                       OpKind.CONVERT: lambda: op.attrs["dtype"].value}.get(kind, lambda: "")()
             return un(kind.value + suffix, args[0])
         if kind in BINARY:
-            x, y = (self._broadcast(arg, t, out_t) for arg, t in zip(args, in_ts))
+            x, y = (self._broadcast(arg, u, out_unit) for arg, u in zip(args, in_units))
             return bin(kind.value, x, y)
         if kind == OpKind.SELECT:
-            return sel(*(self._broadcast(arg, t, out_t) for arg, t in zip(args, in_ts)))
-        if kind == OpKind.MATMUL:
-            return mm(args[0], args[1], out_t.rank)
+            return sel(*(self._broadcast(arg, u, out_unit) for arg, u in zip(args, in_units)))
+        if kind == OpKind.MATMUL:  # batch broadcasting is made explicit like elementwise broadcasting
+            batch_unit = out_unit[:-2]
+            x, y = (self._broadcast(arg, u[:-2], batch_unit) for arg, u in zip(args, in_units))
+            return mm(x, y, out_t.rank)
         if kind in (OpKind.REDUCE_SUM, OpKind.REDUCE_MAX):
             term = args[0]
             for axis in sorted(op.attrs["axes"]):
-                if in_ts[0].shape[axis] != 1:
+                if not in_units[0][axis]:
                     term = rsum(term, axis) if kind == OpKind.REDUCE_SUM else rmax(term, axis)
             return term
         if kind == OpKind.BROADCAST:
-            return self._broadcast(args[0], in_ts[0], out_t)
+            return self._broadcast(args[0], in_units[0], out_unit)
         if kind == OpKind.TRANSPOSE:
             perm = tuple(op.attrs["perm"])
             rank = len(perm)
@@ -360,6 +381,33 @@ class Encoder:
                 term = opaque2(f"{kind.value}{op.attrs}#{k}", term, other)
             return opaque(f"{kind.value}{op.attrs}", term)
         raise EncodingError(f"{kind} has no term encoding")
+
+
+def unit_dims(op: Op, in_units: Sequence[tuple[bool, ...]], values) -> tuple[bool, ...]:
+    """Which dims of the op's result are size 1 by structure (a reduction's kept dim, a user's size-1
+    dim, a constant) rather than by accident (a tile split down to size 1). Encoding broadcasts by
+    structure makes a concrete instantiation encode exactly like its symbolic graph."""
+    out = values[op.outputs[0]]
+    kind = op.kind
+    if kind in (OpKind.CONSTANT, OpKind.IOTA):
+        return tuple(d == 1 for d in out.shape)
+    if kind in (OpKind.REDUCE_SUM, OpKind.REDUCE_MAX):
+        axes = set(op.attrs["axes"])
+        return tuple(u or i in axes for i, u in enumerate(in_units[0]))
+    if kind == OpKind.MATMUL:
+        a, b = in_units
+        return tuple(x and y for x, y in zip(a[:-2], b[:-2])) + (a[-2], b[-1])
+    if kind == OpKind.TRANSPOSE:
+        return tuple(in_units[0][p] for p in op.attrs["perm"])
+    if kind == OpKind.BROADCAST:
+        return tuple(u and d == 1 for u, d in zip(in_units[0], out.shape))
+    if kind in (OpKind.RESHAPE, OpKind.CONCAT, OpKind.SLICE):
+        return tuple(d == 1 for d in out.shape)
+    if kind in ACCUMULATORS or kind in UNARY:
+        return in_units[0]
+    if len({len(u) for u in in_units}) == 1:  # elementwise: unit only where every operand is
+        return tuple(all(col) for col in zip(*in_units))
+    return tuple(d == 1 for d in out.shape)
 
 
 @dataclasses.dataclass(frozen=True)
