@@ -151,8 +151,12 @@ def validate_block_graph(block: BlockGraph, source_types: Sequence[TensorType], 
         if len(inp.fmap) != src.rank or sum(1 for e in inp.fmap if e is True) > 1:
             raise IRError(f"{where}: {what}: fmap must have {src.rank} entries with at most one set")
         if is_concrete_map(inp.imap) and is_concrete_map(inp.fmap):
-            expected = src.with_shape(tile_dim(d, row, block.grid, f, block.forloop)
-                                      for d, row, f in zip(src.shape, inp.imap, inp.fmap))
+            try:
+                expected = src.with_shape(tile_dim(d, row, block.grid, f, block.forloop)
+                                          for d, row, f in zip(src.shape, inp.imap, inp.fmap))
+            except IRError as e:
+                raise IRError(f"{where}: {what}: cannot tile {src} with grid {list(block.grid)}, forloop "
+                              f"{block.forloop}: {e}") from None
             if block.values[inp.value] != expected:
                 raise IRError(f"{where}: {what}: tile type {block.values[inp.value]} does not follow from "
                               f"{src} and the maps (expected {expected})")
@@ -249,8 +253,12 @@ class BlockGraphBuilder(_Builder):
         check_map_shape(imap, source_type.rank, len(self.grid), what)
         if len(fmap) != source_type.rank:
             raise IRError(f"{what}: fmap must have {source_type.rank} entries")
-        tile = source_type.with_shape(tile_dim(d, row, self.grid, f, self.forloop)
-                                      for d, row, f in zip(source_type.shape, imap, fmap))
+        try:
+            tile = source_type.with_shape(tile_dim(d, row, self.grid, f, self.forloop)
+                                          for d, row, f in zip(source_type.shape, imap, fmap))
+        except IRError as e:
+            raise IRError(f"{what}: cannot tile {source_type} with grid {list(self.grid)}, forloop "
+                          f"{self.forloop}: {e}") from None
         value = self._new_value(tile)
         self._inputs.append(BlockInput(value, source, imap, fmap))
         return value

@@ -219,9 +219,15 @@ def infer_types(kind: OpKind, attrs: Attrs, inputs: Sequence[TensorType], what: 
     return rule(attrs, list(inputs), what)
 
 
+def _dtype_attr(attrs, what) -> DType:
+    dtype = attrs["dtype"]
+    if not isinstance(dtype, DType):  # a plain "float32" would slip through ``in DType`` on Python 3.12
+        raise IRError(f"{what}: dtype attribute must be a DType, got {dtype!r}")
+    return dtype
+
+
 def _source(attrs, inputs, what):
-    if attrs["dtype"] not in DType:
-        raise IRError(f"{what}: bad dtype {attrs['dtype']!r}")
+    _dtype_attr(attrs, what)
     if "dimension" in attrs.keys() and not 0 <= attrs["dimension"] < len(attrs["shape"]):
         raise IRError(f"{what}: iota dimension {attrs['dimension']} outside shape {attrs['shape']}")
     return TensorType(attrs["shape"], attrs["dtype"])
@@ -230,7 +236,7 @@ def _source(attrs, inputs, what):
 def _unary(attrs, inputs, what):
     (x,) = inputs
     if "dtype" in attrs.keys():
-        return x.with_dtype(attrs["dtype"])
+        return x.with_dtype(_dtype_attr(attrs, what))
     return x
 
 

@@ -40,7 +40,7 @@ def from_json(text: str) -> KernelGraph:
         graph = _read_kernel(doc["graph"])
     except IRError:
         raise
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as e:
         raise SchemaError(f"malformed {SCHEMA_NAME} document: {type(e).__name__}: {e}") from None
     validate_kernel_graph(graph)
     return graph
