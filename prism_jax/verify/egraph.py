@@ -107,7 +107,7 @@ p, q, f = vars_("p q f", String)
 tiling = ruleset(
     rewrite(comb(part(a, d, p), d, p)).to(a),
     rewrite(part(part(a, d, p), e, q)).to(part(part(a, e, q), d, p), ne(d).to(e)),
-    rewrite(comb(comb(a, d, p), e, q)).to(comb(comb(a, e, q), d, p), ne(d).to(e)),
+    rewrite(comb(comb(a, d, p), e, q)).to(comb(comb(a, e, q), d, p), ne(d).to(e), ne(p).to(q)),
     rewrite(comb(part(a, d, p), e, q)).to(part(comb(a, e, q), d, p), ne(d).to(e), ne(p).to(q)),
     rewrite(un(f, part(a, d, p))).to(part(un(f, a), d, p)),
     rewrite(bin(f, part(a, d, p), part(b, d, p))).to(part(bin(f, a, b), d, p)),
