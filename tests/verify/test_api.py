@@ -78,3 +78,18 @@ def test_modular_interpreter_is_exact_on_large_residues():
     (got,) = ModularInterpreter().run(graph, xs, ys)
     want = [[sum(int(xs[i, k]) ** 2 * int(ys[k, j]) for k in range(5)) % PRIME for j in range(2)] for i in range(3)]
     assert (got % PRIME).tolist() == want
+
+
+def test_contraction_over_a_broadcast_dim_is_never_proved():
+    """Terms carry no sizes, so broadcast_to(u, (4, K)) @ broadcast_to(w, (K, 8)) must not encode alike for
+    every K: the encoder gives up (unknown) and the fingerprint refutes."""
+    u, w = jnp.ones((4, 1)), jnp.ones((1, 8))
+
+    def k16(u, w):
+        return jnp.broadcast_to(u, (4, 16)) @ jnp.broadcast_to(w, (16, 8))
+
+    def k32(u, w):
+        return jnp.broadcast_to(u, (4, 32)) @ jnp.broadcast_to(w, (32, 8))
+
+    assert prism_jax.verify(k16, k32, u, w, method="egraph").status is Status.UNKNOWN
+    assert prism_jax.verify(k16, k32, u, w).status is Status.NOT_EQUAL
