@@ -114,6 +114,8 @@ tiling = ruleset(
     rewrite(bin(f, part(a, d, p), bc(b, d))).to(part(bin(f, a, bc(b, d)), d, p), indep(b, p)),
     rewrite(bin(f, bc(b, d), part(a, d, p))).to(part(bin(f, bc(b, d), a), d, p), indep(b, p)),
     rewrite(sel(part(c, d, p), part(a, d, p), part(b, d, p))).to(part(sel(c, a, b), d, p)),
+    rewrite(un(f, comb(a, d, p))).to(comb(un(f, a), d, p)),
+    rewrite(bin(f, comb(a, d, p), comb(b, d, p))).to(comb(bin(f, a, b), d, p)),
     rewrite(bc(part(a, d, p), e)).to(part(bc(a, e), d, p), ne(d).to(e)),
     rewrite(bc(bc(a, d), e)).to(bc(bc(a, e), d), ne(d).to(e)),
     # matmul: rows, columns and batch dims split; a split contracting dim is a sum of partial products
