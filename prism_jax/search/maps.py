@@ -1,0 +1,195 @@
+"""Map instantiation: the imap/fmap/omap assignments of a block-graph *structure* (ops fixed, maps
+free), canonical up to permutation of grid dims, filtered by shape checking, then verified.
+
+Level 1 of the search produces structures whose maps are left open (Prism's Boolean map variables);
+this module resolves them, as the paper does inside verification."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Iterator, Sequence
+
+from prism_jax.ir import (Attrs, BlockGraph, BlockGraphBuilder, IRError, KernelGraph, KernelGraphBuilder, OpKind,
+                          Size, TensorType, map_from_dims, sym)
+from prism_jax.verify import AutoVerifier, Status, Verdict
+
+GRID_NAMES = ("gx", "gy", "gz")
+LOOP_NAME = "F"
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockStructure:
+    """What a custom kernel computes, without its maps: block input k loads kernel input k; value ids
+    0..n-1 are the input tiles and op i defines value n+i."""
+
+    num_inputs: int
+    ops: tuple[tuple[OpKind, tuple[int, ...], Attrs], ...]
+    outputs: tuple[int, ...]
+
+    @staticmethod
+    def from_block(block: BlockGraph) -> "BlockStructure":
+        """Strip the maps (and sizes) from a block graph whose input k loads kernel input k."""
+        renumber = {inp.value: k for k, inp in enumerate(sorted(block.inputs, key=lambda i: i.source))}
+        if sorted(inp.source for inp in block.inputs) != list(range(len(block.inputs))):
+            raise IRError("from_block needs one block input per kernel input, in order")
+        ops = []
+        for op in block.ops:
+            ops.append((op.kind, tuple(renumber[v] for v in op.inputs), op.attrs))
+            renumber[op.outputs[0]] = len(block.inputs) + len(ops) - 1
+        return BlockStructure(len(block.inputs), tuple(ops), tuple(renumber[o.value] for o in block.outputs))
+
+
+@dataclasses.dataclass(frozen=True)
+class MapAssignment:
+    """Per grid dim, the data dim it splits (None: replicated for inputs, summed for outputs), per input;
+    the data dim the loop splits, per input; per output, the data dim each grid dim places."""
+
+    inputs: tuple[tuple[int | None, ...], ...]  # [input][grid dim] -> data dim
+    loops: tuple[int | None, ...]  # [input] -> data dim split by the for-loop
+    outputs: tuple[tuple[int | None, ...], ...]  # [output][grid dim] -> data dim
+
+    def grid_signature(self, p: int) -> tuple:
+        return (tuple(-1 if m[p] is None else m[p] for m in self.inputs),
+                tuple(-1 if m[p] is None else m[p] for m in self.outputs))
+
+
+def _grid_choices(rank: int, grid_rank: int) -> Iterator[tuple[int | None, ...]]:
+    """Each grid dim splits one data dim or none; a data dim is split by at most one grid dim."""
+    for choice in itertools.product([None, *range(rank)], repeat=grid_rank):
+        used = [d for d in choice if d is not None]
+        if len(used) == len(set(used)):
+            yield choice
+
+
+def map_assignments(structure: BlockStructure, reference: KernelGraph, grid_rank: int) -> Iterator[MapAssignment]:
+    """Canonical assignments whose shapes check: inputs are assigned one at a time and every op whose
+    operands are assigned is shape-checked at once (symbolic dimension matching prunes early); outputs
+    must assemble the reference's output types; one assignment per class of grid-dim permutations
+    (grid signatures in decreasing order), and every grid dim splits at least one input (else its
+    blocks would all repeat the same work)."""
+    grid = tuple(sym(n) for n in GRID_NAMES[:grid_rank])
+    types = list(reference.input_types)
+
+    def inputs_from(k: int, chosen: list) -> Iterator[list]:
+        if k == structure.num_inputs:
+            yield chosen
+            return
+        for grid_dims in _grid_choices(types[k].rank, grid_rank):
+            for loop in (None, *range(types[k].rank)):
+                trial = chosen + [(grid_dims, loop)]
+                if _partial_shapes_check(structure, types, trial, grid):
+                    yield from inputs_from(k + 1, trial)
+
+    for chosen in inputs_from(0, []):
+        if any(all(g[p] is None for g, _ in chosen) for p in range(grid_rank)):
+            continue
+        tiles = _tile_types(structure, types, chosen, grid)
+        options = [[dims for dims in _grid_choices(tiles[v].rank, grid_rank)
+                    if _assembled(tiles[v], dims, grid) == reference.output_types[k]]
+                   for k, v in enumerate(structure.outputs)]
+        for outputs in itertools.product(*options):
+            a = MapAssignment(tuple(g for g, _ in chosen), tuple(loop for _, loop in chosen), tuple(outputs))
+            signatures = [a.grid_signature(p) for p in range(grid_rank)]
+            if signatures == sorted(signatures, reverse=True):
+                yield a
+
+
+def _replay(structure: BlockStructure, types: Sequence[TensorType], chosen: Sequence, grid) -> list:
+    """Tile types of the inputs in ``chosen`` and of every op computable from them (None elsewhere)."""
+    bb = BlockGraphBuilder(grid, sym(LOOP_NAME))
+    values: list = []
+    for k, (grid_dims, loop) in enumerate(chosen):
+        values.append(bb.input(k, types[k], map_from_dims(types[k].rank, len(grid), grid_dims),
+                               tuple(d == loop for d in range(types[k].rank))))
+    values += [None] * (structure.num_inputs - len(chosen))
+    for kind, args, attrs in structure.ops:
+        ready = all(values[v] is not None for v in args)
+        values.append(bb.op(kind, *(values[v] for v in args), **attrs.as_dict()) if ready else None)
+    return [bb.type_of(v) if v is not None else None for v in values]
+
+
+def _partial_shapes_check(structure, types, chosen, grid) -> bool:
+    try:
+        _replay(structure, types, chosen, grid)
+        return True
+    except IRError:
+        return False
+
+
+def _tile_types(structure, types, chosen, grid) -> list[TensorType]:
+    return _replay(structure, types, chosen, grid)
+
+
+def _assembled(tile: TensorType, dims: Sequence[int | None], grid) -> TensorType:
+    shape = list(tile.shape)
+    for p, d in enumerate(dims):
+        if d is not None:
+            shape[d] = shape[d] * grid[p]
+    return tile.with_shape(shape)
+
+
+def build_candidate(structure: BlockStructure, reference: KernelGraph, assignment: MapAssignment,
+                    grid: Sequence[Size] | None = None, forloop: Size | None = None) -> KernelGraph:
+    """One custom kernel computing ``structure`` over the reference's inputs with the given maps;
+    grid and loop extents default to symbols. Raises IRError when the maps make shapes disagree."""
+    grid_rank = len(assignment.inputs[0]) if assignment.inputs else 1
+    grid = tuple(grid) if grid is not None else tuple(sym(n) for n in GRID_NAMES[:grid_rank])
+    forloop = forloop if forloop is not None else sym(LOOP_NAME)
+    kb = KernelGraphBuilder(f"{reference.name}.candidate")
+    sources = [kb.input(t, name) for t, name in zip(reference.input_types, reference.input_names)]
+    types: list[TensorType] = list(reference.input_types)
+    bb = BlockGraphBuilder(grid, forloop)
+    values = [bb.input(k, types[k], map_from_dims(types[k].rank, grid_rank, assignment.inputs[k]),
+                       tuple(d == assignment.loops[k] for d in range(types[k].rank)))
+              for k in range(structure.num_inputs)]
+    for kind, args, attrs in structure.ops:
+        values.append(bb.op(kind, *(values[v] for v in args), **attrs.as_dict()))
+    for out, dims in zip(structure.outputs, assignment.outputs):
+        bb.output(values[out], map_from_dims(bb.type_of(values[out]).rank, grid_rank, dims))
+    outs = kb.custom_kernel(bb.build(types), *sources)
+    return kb.build(list(outs))
+
+
+@dataclasses.dataclass
+class MapSearchResult:
+    assignment: MapAssignment
+    graph: KernelGraph
+    verdict: Verdict
+
+
+@dataclasses.dataclass
+class MapSearchStats:
+    assignments: int = 0
+    ill_typed: int = 0
+    verified: int = 0
+    proved: int = 0
+    refuted: int = 0
+    unknown: int = 0
+
+
+def resolve_maps(structure: BlockStructure, reference: KernelGraph, grid_rank: int,
+                 verifier: AutoVerifier | None = None) -> tuple[list[MapSearchResult], MapSearchStats]:
+    """Every canonical map assignment of ``structure`` that type-checks, verified against ``reference``;
+    returns the proved ones (in enumeration order, which is deterministic) and counts of each outcome."""
+    verifier = verifier or AutoVerifier()
+    stats = MapSearchStats()
+    proved: list[MapSearchResult] = []
+    for assignment in map_assignments(structure, reference, grid_rank):
+        stats.assignments += 1
+        try:
+            graph = build_candidate(structure, reference, assignment)
+        except IRError:
+            stats.ill_typed += 1
+            continue
+        stats.verified += 1
+        verdict = verifier.verify(reference, graph)
+        if verdict.status is Status.EQUAL:
+            stats.proved += 1
+            proved.append(MapSearchResult(assignment, graph, verdict))
+        elif verdict.status is Status.NOT_EQUAL:
+            stats.refuted += 1
+        else:
+            stats.unknown += 1
+    return proved, stats
+
