@@ -94,14 +94,15 @@ class Converter:
             self.program.inputs.append(env[var])
         self._bind_consts(jaxpr, env)
         self.inline(jaxpr, env)
-        self.program.outputs = [self._read_or_materialize(env, x) for x in jaxpr.outvars]
+        self.program.outputs = [self._operand(env, x, IRError) for x in jaxpr.outvars]
         return self.program
 
-    def _bind_consts(self, jaxpr: Any, env: dict) -> None:
-        for var, value in zip(jaxpr.constvars, getattr(jaxpr, "consts", ())):
+    def _bind_consts(self, jaxpr: Any, env: dict, consts: Any = None) -> None:
+        """Scalar constants become CONSTANT ops; arrays stay closed-over values (region inputs)."""
+        for var, value in zip(jaxpr.constvars, getattr(jaxpr, "consts", ()) if consts is None else consts):
             array = np.asarray(value)
             t = ir_type(var.aval)
-            if array.size == 1 and t is not None and array.ndim == 0:
+            if t is not None and array.ndim == 0:
                 env[var] = self.constant(array.item(), 0, t.dtype)
             else:
                 env[var] = self.new_value(t, var.aval)
@@ -111,14 +112,6 @@ class Converter:
         """Convert every equation of ``jaxpr`` (whose invars/constvars are bound in ``env``)."""
         for eqn in jaxpr.eqns:
             self._equation(eqn, env)
-
-    def _read_or_materialize(self, env: dict, x: Any) -> int:
-        if isinstance(x, jcore.Literal):
-            t = ir_type(x.aval)
-            if t is None:
-                raise IRError(f"literal {x} has no IR type")
-            return self.constant(np.asarray(x.val).item(), 0, t.dtype)
-        return env[x]
 
     def _equation(self, eqn: Any, env: dict) -> None:
         name = eqn.primitive.name
@@ -147,11 +140,12 @@ class Converter:
             reason = f"no rule for primitive '{name}'"
         self._opaque(eqn, env, reason)
 
-    def _operand(self, env: dict, x: Any) -> int:
+    def _operand(self, env: dict, x: Any, error: type[Exception] = Unsupported) -> int:
+        """The value of a jaxpr operand; a literal becomes a scalar CONSTANT op."""
         if isinstance(x, jcore.Literal):
             t = ir_type(x.aval)
             if t is None:
-                raise Unsupported(f"literal {x} has no IR type")
+                raise error(f"literal {x} has no IR type")
             return self.constant(np.asarray(x.val).item(), 0, t.dtype)
         return env[x]
 
@@ -178,17 +172,10 @@ class Converter:
             operands = operands[len(operands) - len(invars):]
         for var, x in zip(invars, operands):
             inner_env[var] = self._operand(env, x)
-        for var, value in zip(inner.constvars, consts):
-            array = np.asarray(value)
-            t = ir_type(var.aval)
-            if array.ndim == 0 and t is not None:
-                inner_env[var] = self.constant(array.item(), 0, t.dtype)
-            else:
-                inner_env[var] = self.new_value(t, var.aval)
-                self.program.consts[inner_env[var]] = array
+        self._bind_consts(inner, inner_env, consts)
         self.inline(inner, inner_env)
         for var, x in zip(eqn.outvars, inner.outvars):
-            env[var] = self._read_or_materialize(inner_env, x)
+            env[var] = self._operand(inner_env, x, IRError)
 
     def _scan(self, eqn: Any, env: dict) -> None:
         counts = _scan_counts(eqn)
