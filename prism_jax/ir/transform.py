@@ -13,12 +13,14 @@ from prism_jax.ir.types import TensorType
 
 
 def instantiate(graph: KernelGraph, sizes: Mapping[str, int] | None = None,
-                maps: Mapping[str, bool] | None = None) -> KernelGraph:
-    """Bind size symbols and Boolean map variables; the result is validated again."""
+                maps: Mapping[str, bool] | None = None, validate: bool = True) -> KernelGraph:
+    """Bind size symbols and Boolean map variables; the result is validated again unless the caller
+    knows the sizes satisfy the graph's constraints (``validate=False``, the fingerprint's hot path)."""
     sizes, maps = dict(sizes or {}), dict(maps or {})
     out = KernelGraph(graph.name, tuple(_type(t, sizes) for t in graph.values), graph.inputs, graph.input_names,
                       tuple(_op(op, sizes, maps) for op in graph.ops), graph.outputs)
-    validate_kernel_graph(out)
+    if validate:
+        validate_kernel_graph(out)
     return out
 
 
