@@ -21,10 +21,13 @@ def _single_region(fn: Callable, args: tuple, kwargs: dict, which: str) -> Kerne
     return region.graph
 
 
-def verify(f: Callable, g: Callable, *example_args: Any, method: Method | str = Method.AUTO,
-           **example_kwargs: Any) -> Verdict:
-    """Are two JAX functions equivalent? Both are traced on the example arguments into one region each
-    and compared: ``equal`` only when proved, ``not_equal`` with a counterexample, else ``unknown``."""
+def verify(f: Callable | KernelGraph, g: Callable | KernelGraph, *example_args: Any,
+           method: Method | str = Method.AUTO, **example_kwargs: Any) -> Verdict:
+    """Are two JAX functions (or two IR graphs) equivalent? Functions are traced on the example arguments
+    into one region each and compared: ``equal`` only when proved, ``not_equal`` with a counterexample,
+    else ``unknown``."""
+    if isinstance(f, KernelGraph) and isinstance(g, KernelGraph):
+        return verify_graphs(f, g, method)
     reference = _single_region(f, example_args, example_kwargs, "the first function")
     candidate = _single_region(g, example_args, example_kwargs, "the second function")
     return verify_graphs(reference, candidate, method)

@@ -93,3 +93,8 @@ def test_contraction_over_a_broadcast_dim_is_never_proved():
 
     assert prism_jax.verify(k16, k32, u, w, method="egraph").status is Status.UNKNOWN
     assert prism_jax.verify(k16, k32, u, w).status is Status.NOT_EQUAL
+
+
+def test_verify_accepts_ir_graphs():
+    assert prism_jax.verify(_matmul_graph("a"), _matmul_graph("b")).status is Status.EQUAL
+    assert prism_jax.verify(_matmul_graph("a"), _matmul_graph("b", swap=True)).status is Status.NOT_EQUAL
