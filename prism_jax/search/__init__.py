@@ -1,9 +1,12 @@
-"""Symbolic search. So far: map instantiation (resolving the imap/fmap/omap of a block-graph structure,
-canonical up to grid-dim permutation, shape-checked early, verified). Level-1 structure enumeration is
-the next step (see docs/architecture.md)."""
+"""Symbolic search: level-1 enumeration of block-graph structures pruned by abstract expressions
+(``enumerate.py``) and map instantiation with verification (``maps.py``). Single custom kernels only so
+far; no cost ranking, parallelism or cache yet (see docs/architecture.md)."""
 
+from prism_jax.search.enumerate import (EnumerationConfig, EnumerationStats, FusedKernel, enumerate_structures,
+                                        find_fused_kernels, vocabulary)
 from prism_jax.search.maps import (BlockStructure, MapAssignment, MapSearchResult, MapSearchStats, build_candidate,
                                    map_assignments, resolve_maps)
 
-__all__ = ["BlockStructure", "MapAssignment", "MapSearchResult", "MapSearchStats", "build_candidate",
+__all__ = ["EnumerationConfig", "EnumerationStats", "FusedKernel", "enumerate_structures", "find_fused_kernels",
+           "vocabulary", "BlockStructure", "MapAssignment", "MapSearchResult", "MapSearchStats", "build_candidate",
            "map_assignments", "resolve_maps"]

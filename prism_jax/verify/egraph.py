@@ -542,6 +542,7 @@ class AbstractTarget:
         start = time.perf_counter()
         encoder = Encoder(abstract=True)
         outputs = encoder.encode(reference, "t")
+        self._outputs = outputs
         self._egraph = EGraph()
         self._egraph.register(*outputs, *(sub(o) for o in outputs))
         self._egraph.run((algebra | subterms) * iterations)
@@ -550,6 +551,13 @@ class AbstractTarget:
 
     def admits_term(self, term: Ten) -> bool:
         return self._egraph.check_bool(sub(term))
+
+    def output_index(self, term: Ten) -> int | None:
+        """Which target output this abstract term already computes (same e-class), if any."""
+        for k, out in enumerate(self._outputs):
+            if self._egraph.check_bool(eq(term).to(out)):
+                return k
+        return None
 
     def admits(self, partial: KernelGraph) -> bool:
         """True when every value the partial program computes (tiles included, tiling erased) is a

@@ -1,0 +1,32 @@
+"""Level-1 enumeration from scratch: the structures found for a region, once their maps are resolved,
+include the fused kernel with the contraction dim in the for-loop (nothing but outputs written)."""
+
+from prism_jax.ir import OpKind
+from prism_jax.ir.examples import EXAMPLES
+from prism_jax.search.enumerate import (EnumerationConfig, EnumerationStats, enumerate_structures,
+                                        find_fused_kernels, vocabulary)
+
+
+def _loop_splits_contraction(graph, input_index, dim):
+    (kernel,) = graph.custom_kernels
+    block_input = next(i for i in kernel.block.inputs if i.source == input_index)
+    return block_input.fmap[dim] is True
+
+
+def test_tiled_matmul_structure_is_found_alone():
+    stats = EnumerationStats()
+    structures = list(enumerate_structures(EXAMPLES["tiled_matmul"].symbolic_reference(), stats=stats))
+    assert [[op[0] for op in s.ops] for s in structures] == [[OpKind.MATMUL, OpKind.ACCUM_SUM]]
+    assert stats.pruned_order > 0 and stats.ill_typed > 0
+
+
+def test_tiled_matmul_kernel_with_k_in_the_loop_is_proved():
+    found = find_fused_kernels(EXAMPLES["tiled_matmul"].symbolic_reference(), grid_rank=2)
+    assert any(_loop_splits_contraction(f.graph, 0, 1) and _loop_splits_contraction(f.graph, 1, 0) for f in found)
+    assert all("equal" in f.detail for f in found)
+
+
+def test_vocabulary_is_the_regions_ops_plus_accumulators():
+    kinds = {kind for kind, _ in vocabulary(EXAMPLES["swiglu"].symbolic_reference())}
+    assert {OpKind.MATMUL, OpKind.LOGISTIC, OpKind.MUL, OpKind.ACCUM_SUM} <= kinds
+    assert OpKind.EXP not in kinds
