@@ -65,10 +65,14 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
     start = time.perf_counter()
     seen_complete: set[tuple] = set()
 
-    def terms_of(structure: BlockStructure) -> list[str] | None:
-        try:
-            graph = build_candidate(structure, reference, trivial, grid=(1,), forloop=1)
-        except IRError:
+    def terms_of(structure: BlockStructure) -> list | None:
+        # inputs read directly by an accumulated partial reduction must vary with the loop (else every
+        # iteration adds the same partial); marking them lets phase validation reject the structures
+        # that would use per-iteration values after the loop
+        varying = _loop_varying_inputs(structure.ops, n)
+        assignment = dataclasses.replace(trivial, loops=tuple(0 if k in varying else None for k in range(n)))
+        graph = _probe(structure, reference, assignment)
+        if graph is None:
             return None
         encoder = Encoder(abstract=True)
         try:
@@ -103,7 +107,7 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
                 if terms is None:
                     stats.ill_typed += 1
                     continue
-                new_term = terms[-1]
+                new_term = terms[values]
                 signature = (str(new_term), kind in ACCUMULATORS or _after_loop(candidate_ops, n, values))
                 if signature in term_strs:
                     stats.pruned_duplicate += 1
@@ -159,6 +163,30 @@ def _accumulates_partials(kind: OpKind, args: tuple[int, ...], ops: tuple, n: in
     sums or products, a max of partial maxes), never a raw tile, which would only repeat work the
     loop split cannot justify."""
     return all(a >= n and ops[a - n][0] in allowed for a, allowed in zip(args, _PARTIALS[kind]))
+
+
+def _probe(structure: BlockStructure, reference: KernelGraph, assignment: MapAssignment) -> KernelGraph | None:
+    """The untiled graph of a partial structure, storing its newest value; a per-iteration value is
+    stored through a probe accumulator (the partial structure may still accumulate it later)."""
+    for ops in (structure.ops, structure.ops + ((OpKind.ACCUM_SUM, structure.outputs, Attrs()),)):
+        outputs = (structure.num_inputs + len(ops) - 1,) if ops is not structure.ops else structure.outputs
+        try:
+            return build_candidate(BlockStructure(structure.num_inputs, ops, outputs), reference, assignment,
+                                   grid=(1,), forloop=1)
+        except IRError as err:
+            if "per-iteration" not in str(err):
+                return None
+    return None
+
+
+def _loop_varying_inputs(ops: tuple, n: int) -> set[int]:
+    varying = set()
+    for kind, args, _ in ops:
+        if kind in ACCUMULATORS:
+            for a in args:
+                if a >= n:
+                    varying.update(x for x in ops[a - n][1] if x < n)
+    return varying
 
 
 def _depends_on(ops: tuple, n: int, args: tuple[int, ...], value: int) -> bool:

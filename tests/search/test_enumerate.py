@@ -30,3 +30,16 @@ def test_vocabulary_is_the_regions_ops_plus_accumulators():
     kinds = {kind for kind, _ in vocabulary(EXAMPLES["swiglu"].symbolic_reference())}
     assert {OpKind.MATMUL, OpKind.LOGISTIC, OpKind.MUL, OpKind.ACCUM_SUM} <= kinds
     assert OpKind.EXP not in kinds
+
+
+def test_swiglu_first_structure_is_both_matmuls_in_one_kernel_with_k_in_the_loop():
+    reference = EXAMPLES["swiglu"].symbolic_reference()
+    stats = EnumerationStats()
+    found = find_fused_kernels(reference, grid_rank=2, config=EnumerationConfig(max_block_ops=7), max_structures=1,
+                               stats=stats)
+    assert found, stats
+    structure = found[0].structure
+    assert sum(op[0] == OpKind.MATMUL for op in structure.ops) == 2
+    assert sum(op[0] == OpKind.ACCUM_SUM for op in structure.ops) == 2
+    assert any(_loop_splits_contraction(f.graph, 0, 1) for f in found)
+    assert stats.pruned_abstract > 0
