@@ -149,14 +149,18 @@ class Converter:
             return self.constant(np.asarray(x.val).item(), 0, t.dtype)
         return env[x]
 
-    def _opaque(self, eqn: Any, env: dict, reason: str) -> None:
+    def _verbatim_operands(self, eqn: Any, env: dict) -> tuple[tuple, tuple[int, ...]]:
+        """Operands and fresh output values of an equation that JAX evaluates as written."""
         ins = tuple(LiteralValue(x.val) if isinstance(x, jcore.Literal) else env[x] for x in eqn.invars)
         outs = []
         for var in eqn.outvars:
-            v = self.new_value(ir_type(var.aval), var.aval)
-            env[var] = v
-            outs.append(v)
-        self.program.nodes.append(OpaqueNode(eqn, ins, tuple(outs), reason))
+            env[var] = self.new_value(ir_type(var.aval), var.aval)
+            outs.append(env[var])
+        return ins, tuple(outs)
+
+    def _opaque(self, eqn: Any, env: dict, reason: str) -> None:
+        ins, outs = self._verbatim_operands(eqn, env)
+        self.program.nodes.append(OpaqueNode(eqn, ins, outs, reason))
         self.program.unsupported.append(reason)
         log.debug("region boundary at %s", reason)
 
@@ -184,13 +188,8 @@ class Converter:
             self._opaque(eqn, env, "scan: parameters of this JAX version not understood")
             return
         body = Converter(f"{self.program.name}.scan_body").convert_top(body_jaxpr)
-        ins = tuple(LiteralValue(x.val) if isinstance(x, jcore.Literal) else env[x] for x in eqn.invars)
-        outs = []
-        for var in eqn.outvars:
-            v = self.new_value(ir_type(var.aval), var.aval)
-            env[var] = v
-            outs.append(v)
-        self.program.nodes.append(ScanNode(body, eqn, counts[0], counts[1], ins, tuple(outs)))
+        ins, outs = self._verbatim_operands(eqn, env)
+        self.program.nodes.append(ScanNode(body, eqn, counts[0], counts[1], ins, outs))
 
 
 def _scan_counts(eqn: Any) -> tuple[int, int] | None:
