@@ -17,4 +17,12 @@ from prism_jax.ir.symbolic import (ConstraintSet, Divisible, InRange, MemoryBudg
 from prism_jax.ir.transform import instantiate
 from prism_jax.ir.types import DType, TensorType
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = ["ACCUMULATORS", "Attrs", "BLOCK_OPS", "BlockGraph", "BlockGraphBuilder", "BlockInput", "BlockOutput",
+           "ConstraintSet", "DType", "Divisible", "ELEMENTWISE", "IRError", "InRange", "Interpreter",
+           "KernelGraph", "KernelGraphBuilder", "LAYOUT", "MapEntry", "MapMatrix", "MapVar", "MemoryBudget",
+           "Mono", "Op", "OpKind", "PREDEFINED", "Phase", "REDUCTIONS", "SCHEMA_VERSION", "SchemaError", "Size",
+           "TensorType", "UnsatisfiableError", "broadcast_shapes", "content_hash", "enumerate_assignments",
+           "evaluate", "evaluate_size", "format_block_graph", "format_kernel_graph", "from_json", "infer_types",
+           "instantiate", "is_concrete_graph", "loop_map", "map_from_dims", "map_variables", "no_split",
+           "numpy_dtype", "substitute", "sym", "tile_dim", "tile_dim_expr", "to_json", "validate_block_graph",
+           "validate_kernel_graph"]

@@ -21,7 +21,7 @@ from typing import Sequence
 from egglog import EGraph, Expr, String, StringLike, Unit, eq, function, i64, i64Like, ne, rewrite, rule, ruleset, \
     vars_, birewrite
 
-from prism_jax.ir import BlockGraph, KernelGraph, Mono, Op, OpKind, TensorType
+from prism_jax.ir import BlockGraph, KernelGraph, Mono, Op, OpKind
 from prism_jax.ir.ops import ACCUMULATORS, BINARY, UNARY
 from prism_jax.verify.verdict import Status, Verdict
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from prism_jax.ir import (PREDEFINED, Attrs, BlockGraphBuilder, ConstraintSet, Divisible, DType, InRange, IRError,
+from prism_jax.ir import (PREDEFINED, Attrs, BlockGraphBuilder, Divisible, DType, InRange, IRError,
                           KernelGraph, KernelGraphBuilder, MapVar, MemoryBudget, Op, OpKind, Phase, TensorType,
                           instantiate, is_concrete_graph, map_from_dims, sym, validate_kernel_graph)
 from prism_jax.ir.examples import EXAMPLES, attention, split_kv_decode_attention, tiled_matmul
