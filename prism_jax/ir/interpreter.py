@@ -44,6 +44,11 @@ class Interpreter:
         return numpy_dtype(t.dtype)
 
     def run(self, graph: KernelGraph, *args: np.ndarray) -> list[np.ndarray]:
+        # IEEE semantics (inf/nan propagate, as on the device) without a warning per op
+        with np.errstate(all="ignore"):
+            return self._run(graph, *args)
+
+    def _run(self, graph: KernelGraph, *args: np.ndarray) -> list[np.ndarray]:
         if not is_concrete_graph(graph):
             raise IRError(f"kernel graph {graph.name!r} has symbolic sizes; instantiate it first")
         if len(args) != len(graph.inputs):
@@ -57,7 +62,7 @@ class Interpreter:
             env[v] = a.astype(self._dtype(expected))
         for op in graph.ops:
             if op.kind == OpKind.CUSTOM_KERNEL:
-                results = self.run_block(op.block, [env[v] for v in op.inputs])
+                results = self._run_block(op.block, [env[v] for v in op.inputs])
                 env.update(zip(op.outputs, results))
             else:
                 env[op.outputs[0]] = self.eval_op(op, [env[v] for v in op.inputs], graph.values[op.outputs[0]])
@@ -66,6 +71,10 @@ class Interpreter:
     # -- block graphs ------------------------------------------------------------------------
 
     def run_block(self, block: BlockGraph, sources: Sequence[np.ndarray]) -> list[np.ndarray]:
+        with np.errstate(all="ignore"):
+            return self._run_block(block, sources)
+
+    def _run_block(self, block: BlockGraph, sources: Sequence[np.ndarray]) -> list[np.ndarray]:
         if not all(is_concrete_map(i.imap) and is_concrete_map(i.fmap) for i in block.inputs):
             raise IRError("block graph has unresolved map variables; instantiate it first")
         phases = block.phases()
@@ -107,12 +116,11 @@ class Interpreter:
     # -- single ops --------------------------------------------------------------------------
 
     def eval_op(self, op: Op, args: list[np.ndarray], out_type: TensorType) -> np.ndarray:
+        """One op on numpy arrays (floating-point warnings are the caller's: ``run`` silences them)."""
         fn = _EVAL.get(op.kind)
         if fn is None:
             raise IRError(f"the interpreter cannot evaluate {op.kind}")
-        with np.errstate(all="ignore"):
-            result = fn(op, args, out_type)
-        return np.asarray(result).astype(self._dtype(out_type), copy=False)
+        return np.asarray(fn(op, args, out_type)).astype(self._dtype(out_type), copy=False)
 
 
 def evaluate(graph: KernelGraph, *args: np.ndarray, compute_dtype=None) -> list[np.ndarray]:

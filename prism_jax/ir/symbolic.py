@@ -138,17 +138,24 @@ def substitute(value: Size, env: Mapping[str, int], integral: bool = True) -> Si
     ``integral=False`` allows a rational result (constants such as 1/D), kept as a factor-free Mono."""
     if not isinstance(value, Mono):
         return value
-    coeff = value.coeff
+    # plain integer arithmetic: this runs for every dim of every value when a graph is instantiated
+    num, den = value.coeff.numerator, value.coeff.denominator
     rest = []
     for name, exp in value.factors:
         if name in env:
-            coeff *= Fraction(env[name]) ** exp
+            if exp > 0:
+                num *= env[name] ** exp
+            else:
+                den *= env[name] ** -exp
         else:
             rest.append((name, exp))
-    result = Mono(coeff, tuple(rest))
-    if integral and not rest and coeff.denominator != 1:
-        raise IRError(f"{value} is not an integer when {dict(env)}: {coeff}")
-    return normalize(result)
+    if rest:
+        return normalize(Mono(Fraction(num, den), tuple(rest)))
+    if num % den == 0:
+        return num // den
+    if integral:
+        raise IRError(f"{value} is not an integer when {dict(env)}: {Fraction(num, den)}")
+    return Mono(Fraction(num, den), ())
 
 
 def evaluate(value: Size, env: Mapping[str, int]) -> int:
