@@ -9,19 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prism_jax.ir import Attrs, IRError, KernelGraph, Mono, OpKind, TensorType, numpy_dtype
+from prism_jax.ir import Attrs, IRError, KernelGraph, OpKind, TensorType, constant_value, numpy_dtype
 
 
 def jax_dtype(t: TensorType) -> Any:
     return numpy_dtype(t.dtype)
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, Mono):
-        if value.factors:
-            raise IRError(f"constant {value} has unbound symbols")
-        return float(value.coeff)
-    return value
 
 
 def _iota(attrs: Attrs, args, t: TensorType):
@@ -45,7 +37,7 @@ _BINARY: dict[OpKind, Callable] = {
     OpKind.GE: jnp.greater_equal, OpKind.EQ: jnp.equal, OpKind.NE: jnp.not_equal,
 }
 _OTHER: dict[OpKind, Callable] = {
-    OpKind.CONSTANT: lambda a, args, t: jnp.full(t.shape, _scalar(a["value"]), jax_dtype(t)),
+    OpKind.CONSTANT: lambda a, args, t: jnp.full(t.shape, constant_value(a["value"]), jax_dtype(t)),
     OpKind.IOTA: _iota,
     OpKind.INTEGER_POW: lambda a, args, t: jax.lax.integer_pow(args[0], a["exponent"]),
     OpKind.CONVERT: lambda a, args, t: args[0].astype(jax_dtype(t)),

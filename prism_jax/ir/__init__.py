@@ -13,7 +13,8 @@ from prism_jax.ir.ops import (ACCUMULATORS, BLOCK_OPS, ELEMENTWISE, LAYOUT, PRED
 from prism_jax.ir.printer import format_block_graph, format_kernel_graph
 from prism_jax.ir.serialize import SCHEMA_VERSION, content_hash, from_json, to_json
 from prism_jax.ir.symbolic import (ConstraintSet, Divisible, InRange, MemoryBudget, Mono, Size,
-                                   UnsatisfiableError, evaluate as evaluate_size, substitute, sym)
+                                   UnsatisfiableError, constant_value, evaluate as evaluate_size, substitute,
+                                   sym)
 from prism_jax.ir.transform import instantiate
 from prism_jax.ir.types import DType, TensorType
 
@@ -21,7 +22,8 @@ __all__ = ["ACCUMULATORS", "Attrs", "BLOCK_OPS", "BlockGraph", "BlockGraphBuilde
            "ConstraintSet", "DType", "Divisible", "ELEMENTWISE", "IRError", "InRange", "Interpreter",
            "KernelGraph", "KernelGraphBuilder", "LAYOUT", "MapEntry", "MapMatrix", "MapVar", "MemoryBudget",
            "Mono", "Op", "OpKind", "PREDEFINED", "Phase", "REDUCTIONS", "SCHEMA_VERSION", "SchemaError", "Size",
-           "TensorType", "UnsatisfiableError", "broadcast_shapes", "content_hash", "enumerate_assignments",
+           "TensorType", "UnsatisfiableError", "broadcast_shapes", "constant_value", "content_hash",
+           "enumerate_assignments",
            "evaluate", "evaluate_size", "format_block_graph", "format_kernel_graph", "from_json", "infer_types",
            "instantiate", "is_concrete_graph", "loop_map", "map_from_dims", "map_variables", "no_split",
            "numpy_dtype", "substitute", "sym", "tile_dim", "tile_dim_expr", "to_json", "validate_block_graph",

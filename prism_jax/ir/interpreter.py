@@ -17,7 +17,7 @@ from prism_jax.ir.errors import IRError
 from prism_jax.ir.graph import BlockGraph, KernelGraph, Op, Phase, is_concrete_graph
 from prism_jax.ir.maps import block_offsets, is_concrete_map
 from prism_jax.ir.ops import OpKind
-from prism_jax.ir.symbolic import Mono
+from prism_jax.ir.symbolic import constant_value
 from prism_jax.ir.types import DType, TensorType
 
 
@@ -174,14 +174,6 @@ _ACCUMULATE: dict[OpKind, Callable] = {
 }
 
 
-def _scalar(value):
-    if isinstance(value, Mono):
-        if value.factors:
-            raise IRError(f"constant {value} has unbound symbols; instantiate the graph first")
-        return float(value.coeff)
-    return value
-
-
 def _logistic(x):
     # stable for large |x| in either sign
     e = np.exp(-np.abs(x))
@@ -207,7 +199,7 @@ def _binary(fn):
 
 
 _EVAL: dict[OpKind, Callable] = {
-    OpKind.CONSTANT: lambda op, args, t: np.full(t.shape, _scalar(op.attrs["value"])),
+    OpKind.CONSTANT: lambda op, args, t: np.full(t.shape, constant_value(op.attrs["value"])),
     OpKind.IOTA: _iota,
     OpKind.NEG: _unary(np.negative),
     OpKind.EXP: _unary(np.exp),

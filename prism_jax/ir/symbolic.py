@@ -167,6 +167,15 @@ def evaluate(value: Size, env: Mapping[str, int]) -> int:
     return out
 
 
+def constant_value(value):
+    """The number a CONSTANT op's value attribute stands for (a size such as ``d`` must be bound)."""
+    if isinstance(value, Mono):
+        if value.factors:
+            raise IRError(f"constant {value} has unbound symbols; instantiate the graph first")
+        return float(value.coeff)
+    return value
+
+
 def to_sympy(value: Size) -> sympy.Expr:
     if isinstance(value, int):
         return sympy.Integer(value)

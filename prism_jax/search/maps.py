@@ -84,7 +84,7 @@ def map_assignments(structure: BlockStructure, reference: KernelGraph, grid_rank
     for chosen in inputs_from(0, []):
         if any(all(g[p] is None for g, _ in chosen) for p in range(grid_rank)):
             continue
-        tiles = _tile_types(structure, types, chosen, grid)
+        tiles = _replay(structure, types, chosen, grid)
         options = [[dims for dims in _grid_choices(tiles[v].rank, grid_rank)
                     if _assembled(tiles[v], dims, grid) == reference.output_types[k]]
                    for k, v in enumerate(structure.outputs)]
@@ -115,10 +115,6 @@ def _partial_shapes_check(structure, types, chosen, grid) -> bool:
         return True
     except IRError:
         return False
-
-
-def _tile_types(structure, types, chosen, grid) -> list[TensorType]:
-    return _replay(structure, types, chosen, grid)
 
 
 def _assembled(tile: TensorType, dims: Sequence[int | None], grid) -> TensorType:
