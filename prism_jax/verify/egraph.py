@@ -232,6 +232,14 @@ class Encoder:
             self.leaves[key] = make()
         return self.leaves[key]
 
+    def op_term(self, op: Op, args: list[Ten], values, units) -> Ten:
+        """The term of one (block-graph) op from its operands' terms, without a whole graph: lets the
+        search extend a partial program one op at a time. ``values``/``units`` map value ids to types
+        and structural unit dims, as in :func:`unit_dims`."""
+        if op.kind in ACCUMULATORS:
+            return self._accumulate(op, args, units, "L")
+        return self._op(op, args, values, units)
+
     def encode(self, graph: KernelGraph, prefix: str) -> list[Ten]:
         env: dict[int, Ten] = {v: self.leaf(f"in{k}", lambda k=k: Ten.input(f"in{k}"))
                                for k, v in enumerate(graph.inputs)}
