@@ -193,6 +193,12 @@ AXIOMS = tiling | independence | algebra
 # encoding
 
 
+def term_key(term: Ten):
+    """A hashable, structural identity of a term (equal terms, equal keys) that is cheap to compute,
+    unlike printing it."""
+    return term.__egg_typed_expr__
+
+
 class EncodingError(ValueError):
     """The graph uses something the term algebra cannot express (the verdict is then ``unknown``)."""
 
