@@ -12,18 +12,20 @@ ALLOWED = {
     "ir": set(),
     "workloads": set(),
     "native": set(),
+    "cache": set(),
     "frontend": {"ir"},
     "verify": {"ir"},
     "cost": {"ir"},
     "codegen": {"ir", "cost", "native"},
-    "search": {"ir", "verify", "cost"},
-    "tune": {"ir", "codegen", "cost", "native"},
-    "api": {"ir", "frontend", "verify", "search", "cost", "codegen", "tune", "native", "workloads"},
-    "__init__": {"ir", "frontend", "verify", "search", "cost", "codegen", "tune", "api", "native"},
+    "search": {"ir", "verify", "cost", "cache"},
+    "tune": {"ir", "codegen", "cost", "native", "cache"},
+    "api": {"ir", "frontend", "verify", "search", "cost", "codegen", "tune", "native", "workloads", "cache"},
+    "__init__": {"ir", "frontend", "verify", "search", "cost", "codegen", "tune", "api", "native", "cache"},
     "__main__": {"cli"},
-    "cli": {"ir", "frontend", "verify", "search", "cost", "codegen", "tune", "api", "workloads", "native"},
+    "cli": {"ir", "frontend", "verify", "search", "cost", "codegen", "tune", "api", "workloads", "native", "cache"},
 }
-FORBIDDEN_THIRD_PARTY = {"ir": {"jax", "jaxlib", "egglog", "flax"}}
+FORBIDDEN_THIRD_PARTY = {"ir": {"jax", "jaxlib", "egglog", "flax"},
+                         "cache": {"jax", "jaxlib", "egglog", "flax", "numpy", "sympy"}}
 EGGLOG_ONLY_IN = {"verify"}
 
 
