@@ -63,11 +63,20 @@ def op_flops(op: Op, inputs: list[TensorType], out: TensorType) -> int:
     return 0
 
 
-def _time(device: DeviceSpec, nbytes: int, flops: int, blocks: int, itemsize: int) -> float:
+def _time(device: DeviceSpec, nbytes: int, flops: int, blocks: int, itemsize: int, overlapped: bool = True) -> float:
+    """Roofline time; ``overlapped=False`` for a kernel that can neither pipeline its loads (no loop)
+    nor hide them behind another resident block: it loads, then computes."""
     utilization = min(1.0, blocks / device.parallel_units) if blocks else 1.0
     memory = nbytes / (device.memory_bandwidth * BANDWIDTH_EFFICIENCY * utilization)
     compute = flops / (device.flops(itemsize) * COMPUTE_EFFICIENCY * utilization)
-    return max(memory, compute) + device.launch_overhead_s
+    return (max(memory, compute) if overlapped else memory + compute) + device.launch_overhead_s
+
+
+def overlaps_loads(block: BlockGraph, device: DeviceSpec) -> bool:
+    """A block hides its loads behind compute when its loop has several iterations (the next tiles
+    load while this one computes) or when two blocks fit on chip at once."""
+    tile_bytes = sum(_bytes(t) for t in block.values)
+    return int(block.forloop) >= 2 or 2 * tile_bytes <= device.onchip_bytes
 
 
 def block_cost(block: BlockGraph, sources: list[TensorType]) -> tuple[int, int, int]:
@@ -99,8 +108,10 @@ def estimate(graph: KernelGraph, device: DeviceSpec) -> CostEstimate:
     for i, op in enumerate(graph.ops):
         ins = [graph.values[v] for v in op.inputs]
         out = graph.values[op.outputs[0]]
+        overlapped = True
         if op.kind == OpKind.CUSTOM_KERNEL:
             nbytes, flops, blocks = block_cost(op.block, ins)
+            overlapped = overlaps_loads(op.block, device)
         elif op.kind in _FREE:
             continue
         else:
@@ -108,7 +119,7 @@ def estimate(graph: KernelGraph, device: DeviceSpec) -> CostEstimate:
             flops, blocks = op_flops(op, ins, out), device.parallel_units
         itemsize = min((t.dtype.itemsize for t in ins), default=4)
         kernels.append(KernelCost(f"#{i} {op.kind}", nbytes, flops, blocks,
-                                  _time(device, nbytes, flops, blocks, itemsize)))
+                                  _time(device, nbytes, flops, blocks, itemsize, overlapped)))
     return CostEstimate(device.name, tuple(kernels))
 
 

@@ -1,0 +1,246 @@
+"""The search of one region, end to end.
+
+1. *Symbolize*: the region's dims become size symbols (equal dims share one), and constants that
+   equal a dim (a mean's ``1/d``) become that symbol, so one search serves every shape of the region
+   and its cache key holds no sizes.
+2. *Enumerate* block-graph structures (:mod:`prism_jax.search.enumerate`) within a share of the time
+   limit.
+3. *Instantiate maps* of each structure (:mod:`prism_jax.search.maps`) and screen every assignment
+   with the fingerprint (random inputs; refutes wrong ones in milliseconds).
+4. *Rank* the survivors by the cost model at the region's shapes (:mod:`prism_jax.search.rank`).
+5. *Prove* them with the e-graph, best first, until enough are proved; only proved candidates are
+   returned.
+
+Results are deterministic: every phase walks its inputs in a fixed order, and ties are broken by
+enumeration order."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Callable
+
+from prism_jax.cost import GPUS, H100_SXM, DeviceSpec, host_cpu
+from prism_jax.ir import IRError, KernelGraph, OpKind, format_kernel_graph
+from prism_jax.search.enumerate import EnumerationConfig, EnumerationStats, enumerate_structures
+from prism_jax.search.maps import build_candidate, map_assignments
+from prism_jax.search.problem import SearchProblem
+from prism_jax.search.rank import Ranked, best_sizes
+from prism_jax.search.symbolize import symbolize
+from prism_jax.verify import EGraphConfig, EGraphVerifier, FingerprintVerifier, Status, Verdict
+
+log = logging.getLogger("prism_jax.search")
+
+HOST = "host"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Limits of the symbolic search (defaults near Mirage's) and what ranks its results."""
+
+    max_block_ops: int = 11  # enumerated block-graph ops, constants not counted
+    max_accumulators: int = 3
+    time_limit_s: float = 60.0  # the whole region; the best found so far is returned when it runs out
+    enumeration_share: float = 0.5  # of the time limit, for enumerating structures
+    max_structures: int = 400
+    max_candidates: int = 3  # proved candidates kept per region
+    device: str = H100_SXM.name  # the cost model's device for ranking: a GPU name or "host"
+    egraph_seconds: float = 5.0  # per proof attempt
+    use_cache: bool = True
+    progress: bool = True
+
+    def device_spec(self) -> DeviceSpec:
+        if self.device == HOST:
+            return host_cpu()
+        if self.device not in GPUS:
+            raise ValueError(f"SearchConfig.device={self.device!r}: use 'host' or one of {sorted(GPUS)}")
+        return GPUS[self.device]
+
+    def key_fields(self) -> dict:
+        """The fields that change what a search finds (the cache key includes them)."""
+        return {"max_block_ops": self.max_block_ops, "max_accumulators": self.max_accumulators,
+                "max_structures": self.max_structures, "max_candidates": self.max_candidates,
+                "device": self.device}
+
+
+@dataclasses.dataclass
+class SearchStats:
+    """What each phase did: counts and seconds."""
+
+    enumeration: EnumerationStats = dataclasses.field(default_factory=EnumerationStats)
+    structures: int = 0
+    assignments: int = 0
+    ill_typed: int = 0
+    refuted: int = 0
+    plausible: int = 0
+    no_fit: int = 0
+    sent_to_egraph: int = 0
+    proved: int = 0
+    unknown: int = 0
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    timed_out: bool = False
+
+    def rows(self) -> list[tuple[str, str]]:
+        e = self.enumeration
+        return [("structures enumerated (complete)", str(self.structures)),
+                ("  partial structures expanded", str(e.expanded)),
+                ("  pruned: ill-typed", str(e.ill_typed)),
+                ("  pruned: abstract expression", str(e.pruned_abstract)),
+                ("  pruned: canonical order", str(e.pruned_order)),
+                ("  pruned: duplicate value", str(e.pruned_duplicate)),
+                ("  pruned: phase (loop/after-loop)", str(e.pruned_phase)),
+                ("  pruned: liveness", str(e.pruned_liveness)),
+                ("  pruned: numerics (unshifted exp)", str(e.pruned_numerics)),
+                ("map assignments", str(self.assignments)),
+                ("  ill-typed", str(self.ill_typed)),
+                ("  sent to fingerprint", str(self.assignments - self.ill_typed)),
+                ("  refuted by fingerprint", str(self.refuted)),
+                ("  no size fits on chip", str(self.no_fit)),
+                ("sent to e-graph", str(self.sent_to_egraph)),
+                ("  proved", str(self.proved)),
+                ("  unknown (not proved in time)", str(self.unknown)),
+                *((f"seconds: {phase}", f"{s:.2f}") for phase, s in self.seconds.items()),
+                ("timed out", "yes" if self.timed_out else "no")]
+
+    def table(self) -> str:
+        width = max(len(name) for name, _ in self.rows())
+        return "\n".join(f"{name:<{width}}  {value:>10}" for name, value in self.rows())
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A verified program for a region: symbolic in the region's sizes and in its grid/loop extents."""
+
+    graph: KernelGraph
+    verdict: Verdict
+    ranked: Ranked  # cost estimate at the region's shapes, with the sizes that reach it
+    structure: int  # its structure's index in enumeration order
+
+    @property
+    def num_kernels(self) -> int:
+        return sum(op.kind not in (OpKind.RESHAPE, OpKind.CONSTANT) for op in self.graph.ops)
+
+    def __str__(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in sorted(self.ranked.sizes.items()))
+        return (f"{format_kernel_graph(self.graph)}\n# {self.verdict}\n# {self.ranked.estimate} with {sizes}")
+
+
+@dataclasses.dataclass
+class RegionSearch:
+    name: str
+    reference: KernelGraph  # the region, symbolized
+    sizes: dict[str, int]  # the region's shapes as values of the symbols
+    candidates: list[Candidate]
+    stats: SearchStats
+    cache_hit: bool = False
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
+                  progress: Progress | None = None) -> RegionSearch:
+    """Verified candidates for one region, best-estimated first (see the module docstring)."""
+    start = time.perf_counter()
+    deadline = start + config.time_limit_s
+    symbolic, sizes = symbolize(region)
+    problem = SearchProblem.of(symbolic)
+    stats = SearchStats()
+    device = config.device_spec()
+    grid_rank = max(1, min(3, max(t.rank for t in problem.core.output_types)))
+
+    structures = _enumerate(problem.core, config, stats, start, progress)
+    stats.seconds["enumerate"] = time.perf_counter() - start
+
+    phase_start = time.perf_counter()
+    screened = _screen(structures, problem.core, grid_rank, stats, deadline, progress)
+    stats.seconds["maps + fingerprint"] = time.perf_counter() - phase_start
+
+    phase_start = time.perf_counter()
+    ranked = []
+    for index, graph in screened:
+        whole = problem.assemble(graph)
+        cost = best_sizes(whole, device, sizes)
+        if cost is None:
+            stats.no_fit += 1
+            continue
+        ranked.append((cost.key, index, len(ranked), whole, graph, cost))
+    ranked.sort(key=lambda item: item[:3])
+    stats.seconds["rank"] = time.perf_counter() - phase_start
+
+    phase_start = time.perf_counter()
+    candidates = _prove(ranked, problem, config, stats, deadline, progress)
+    stats.seconds["prove"] = time.perf_counter() - phase_start
+    stats.seconds["total"] = time.perf_counter() - start
+    return RegionSearch(region.name, symbolic, sizes, candidates, stats)
+
+
+def _enumerate(core: KernelGraph, config: SearchConfig, stats: SearchStats, start: float,
+               progress: Progress | None) -> list:
+    budget = config.time_limit_s * config.enumeration_share
+    enum_config = EnumerationConfig(config.max_block_ops, config.max_accumulators, budget)
+    structures = []
+    for structure in enumerate_structures(core, enum_config, stats.enumeration):
+        structures.append(structure)
+        if progress:
+            progress("enumerate", len(structures), config.max_structures)
+        if len(structures) >= config.max_structures:
+            break
+    stats.structures = len(structures)
+    stats.timed_out |= stats.enumeration.timed_out
+    return structures
+
+
+def _screen(structures: list, core: KernelGraph, grid_rank: int, stats: SearchStats, deadline: float,
+            progress: Progress | None) -> list[tuple[int, KernelGraph]]:
+    """Every map assignment of every structure, through the fingerprint; the survivors."""
+    fingerprint = FingerprintVerifier()
+    survivors = []
+    for index, structure in enumerate(structures):
+        if time.perf_counter() > deadline:
+            stats.timed_out = True
+            break
+        if progress:
+            progress("maps", index + 1, len(structures))
+        for assignment in map_assignments(structure, core, grid_rank):
+            stats.assignments += 1
+            try:
+                graph = build_candidate(structure, core, assignment)
+            except IRError:
+                stats.ill_typed += 1
+                continue
+            verdict = fingerprint.verify(core, graph)
+            if verdict.status is Status.NOT_EQUAL:
+                stats.refuted += 1
+                continue
+            stats.plausible += 1
+            survivors.append((index, graph))
+    return survivors
+
+
+def _prove(ranked: list, problem: SearchProblem, config: SearchConfig, stats: SearchStats, deadline: float,
+           progress: Progress | None) -> list[Candidate]:
+    prover = EGraphVerifier(EGraphConfig(max_seconds=config.egraph_seconds))
+    candidates: list[Candidate] = []
+    for _, index, _, whole, graph, cost in ranked:
+        if len(candidates) >= config.max_candidates:
+            break
+        if time.perf_counter() > deadline and candidates:
+            stats.timed_out = True
+            break
+        stats.sent_to_egraph += 1
+        if progress:
+            progress("prove", len(candidates), config.max_candidates)
+        verdict = prover.verify(problem.core, graph)
+        if verdict.status is Status.EQUAL:
+            stats.proved += 1
+            candidates.append(Candidate(whole, verdict, cost, index))
+        else:
+            stats.unknown += 1
+            log.debug("not proved (%s): structure %d", verdict, index)
+    return candidates

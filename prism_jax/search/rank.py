@@ -1,0 +1,100 @@
+"""Ranking symbolic candidates: the analytic cost of each at its best size assignment for the region's
+concrete shapes. Sizes are grid extents and the for-loop extent (powers of two that divide the dims
+they split) with every block's tiles fitting the device's on-chip memory; a coordinate descent over
+those options finds a good assignment in a few dozen estimates. The tuner later picks sizes for real
+(and measures); this only orders candidates."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping
+
+from prism_jax.cost import CostEstimate, DeviceSpec, estimate
+from prism_jax.ir import Divisible, IRError, KernelGraph, OpKind, instantiate
+from prism_jax.ir.symbolic import free_symbols, substitute
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranked:
+    estimate: CostEstimate
+    sizes: Mapping[str, int]
+    onchip_bytes: int  # the largest block's tiles: at equal time, less on chip means more resident blocks
+
+    @property
+    def seconds(self) -> float:
+        return self.estimate.seconds
+
+    @property
+    def key(self) -> tuple[float, int]:
+        return (round(self.seconds, 12), self.onchip_bytes)
+
+
+def size_options(graph: KernelGraph, fixed: Mapping[str, int]) -> dict[str, list[int]]:
+    """Per grid/loop symbol of the custom kernels, the powers of two that divide every dim it splits
+    (the region's own sizes are ``fixed``)."""
+    options: dict[str, int] = {}
+    extents: set[str] = set()
+    for op in graph.ops:
+        if op.kind != OpKind.CUSTOM_KERNEL:
+            continue
+        for extent in (*op.block.grid, op.block.forloop):
+            extents |= free_symbols(extent) - set(fixed)
+        for item in op.block.constraints([graph.values[v] for v in op.inputs]):
+            if not isinstance(item, Divisible):
+                continue
+            numerator = substitute(item.numerator, fixed)
+            dim = numerator if isinstance(numerator, int) else None
+            for name in sorted(free_symbols(item.denominator) - set(fixed)):
+                bound = _power_of_two_part(dim) if dim is not None else 1 << 12
+                options[name] = min(options.get(name, bound), bound)
+    for name in extents - set(options):  # an extent that splits nothing stays 1
+        options[name] = 1
+    return {name: [1 << k for k in range(int(math.log2(bound)) + 1)] for name, bound in sorted(options.items())}
+
+
+def _power_of_two_part(n: int) -> int:
+    return n & -n if n > 0 else 1
+
+
+def best_sizes(graph: KernelGraph, device: DeviceSpec, fixed: Mapping[str, int], rounds: int = 2) -> Ranked | None:
+    """The cheapest size assignment found by coordinate descent (None when nothing fits on chip)."""
+    options = size_options(graph, fixed)
+    current = {**fixed, **{name: values[0] for name, values in options.items()}}
+    best = _cost(graph, current, device)
+    for _ in range(rounds):
+        for name, values in options.items():
+            for value in values:
+                trial = dict(current, **{name: value})
+                cost = _cost(graph, trial, device)
+                if cost is not None and (best is None or cost.key < best.key):
+                    best, current = cost, trial
+    return best
+
+
+def _cost(graph: KernelGraph, sizes: dict[str, int], device: DeviceSpec) -> Ranked | None:
+    try:
+        concrete = instantiate(graph, sizes)
+    except IRError:
+        return None
+    footprint = 0
+    for op in concrete.ops:
+        if op.kind == OpKind.CUSTOM_KERNEL:
+            tile_bytes = sum(int(math.prod(t.shape)) * t.dtype.itemsize for t in op.block.values)
+            if tile_bytes > device.onchip_bytes or (device.kind == "gpu" and not _matmul_tiles_ok(op.block)):
+                return None
+            footprint = max(footprint, tile_bytes)
+    return Ranked(estimate(concrete, device), dict(sizes), footprint)
+
+
+MIN_MATMUL_TILE = 16  # tensor-core tiles (Triton's minimum dot size) on GPUs
+
+
+def _matmul_tiles_ok(block) -> bool:
+    """On GPUs a matmul's contraction and column tiles are at least 16 (or the whole, smaller, dim)."""
+    for op in block.ops:
+        if op.kind == OpKind.MATMUL:
+            k, n = block.values[op.inputs[1]].shape[-2:]
+            if int(k) < MIN_MATMUL_TILE or int(n) < MIN_MATMUL_TILE:
+                return False
+    return True
