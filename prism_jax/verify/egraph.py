@@ -4,12 +4,15 @@ sGraphs are encoded as terms of a tensor algebra in which grid and loop splits a
 ``part(x, d, a)`` is the tile of ``x`` along data dim ``d`` for the block/iteration index on axis ``a``,
 ``comb(t, d, a)`` reassembles tiles, ``asum(t, a)`` / ``amax(t, a)`` sum or max over an axis (loop
 accumulators, and grid dims an omap leaves unmapped), ``bc(t, d)`` marks implicit broadcasting of a
-size-1 dim. Sizes never appear in terms, so a proof holds for every size that satisfies the graph's
-divisibility constraints. The axioms are Mirage's (partition/combine cancellation and commutation,
+size-1 dim, ``unsq(t, d)`` / ``sq(t, d)`` insert / remove a size-1 dim (reshapes that do only that; other
+reshapes stay opaque). Sizes never appear in terms, so a proof holds for every size that satisfies the
+graph's divisibility constraints. The axioms are Mirage's (partition/combine cancellation and commutation,
 elementwise ops and matmuls commuting with partitions, split-K as a sum of partial products, reductions
 split over tiles, row scaling commuting with matmul, commutativity/associativity) plus what numerically
 stable kernels need (the online-softmax rescaling identity exp(a−m₁)·exp(m₁−m₂) = exp(a−m₂) and
-scales distributing over sums). Every axiom is checked numerically in the tests.
+scales distributing over sums) and what multi-kernel programs need (a grid dim whose per-block results
+are placed along a new unit dim, reduced over that dim by a later kernel, as split-KV decoding combines
+its chunks). Every axiom is checked numerically in the tests.
 """
 
 from __future__ import annotations
@@ -77,6 +80,14 @@ def opaque2(op: StringLike, a: Ten, b: Ten) -> Ten: ...
 
 
 @function
+def unsq(a: Ten, dim: i64Like) -> Ten: ...
+
+
+@function
+def sq(a: Ten, dim: i64Like) -> Ten: ...
+
+
+@function
 def part(a: Ten, dim: i64Like, axis: StringLike) -> Ten: ...
 
 
@@ -136,6 +147,22 @@ tiling = ruleset(
     rewrite(asum(bin("add", a, b), p)).to(bin("add", asum(a, p), asum(b, p))),
     rewrite(asum(bin("mul", a, b), p)).to(bin("mul", asum(a, p), b), indep(b, p)),
     rewrite(asum(bin("mul", b, a), p)).to(bin("mul", b, asum(a, p)), indep(b, p)),
+    # unit dims: unsq(a, d) inserts a size-1 dim at d, sq(a, d) removes the size-1 dim d
+    rewrite(sq(unsq(a, d), d)).to(a),
+    rewrite(un(f, unsq(a, d))).to(unsq(un(f, a), d)),
+    rewrite(bin(f, unsq(a, d), unsq(b, d))).to(unsq(bin(f, a, b), d)),
+    rewrite(bin(f, unsq(a, d), bc(unsq(b, d), d))).to(unsq(bin(f, a, b), d)),
+    rewrite(bc(unsq(a, d), e)).to(unsq(bc(a, e), d), e < d),
+    rewrite(bc(unsq(a, d), e)).to(unsq(bc(a, e - 1), d), d < e),
+    rewrite(unsq(part(a, d, p), e)).to(part(unsq(a, e), d, p), d < e),
+    rewrite(unsq(part(a, d, p), e)).to(part(unsq(a, e), d + 1, p), e <= d),
+    rewrite(sq(part(a, d, p), e)).to(part(sq(a, e), d, p), d < e),
+    rewrite(sq(part(a, d, p), e)).to(part(sq(a, e), d - 1, p), e < d),
+    # tiles placed along a new unit dim (a grid dim's chunk results) and reduced over it in a later kernel
+    rewrite(bc(comb(a, d, p), e)).to(comb(bc(a, e), d, p), ne(d).to(e)),
+    rewrite(bin(f, comb(a, d, p), bc(b, d))).to(comb(bin(f, a, bc(b, d)), d, p), indep(b, p)),
+    rewrite(rsum(comb(unsq(a, d), d, p), d)).to(unsq(asum(a, p), d)),
+    rewrite(rmax(comb(unsq(a, d), d, p), d)).to(unsq(amax(a, p), d)),
 )
 
 # which terms do not vary along an axis (side condition of the rules above)
@@ -148,6 +175,8 @@ independence = ruleset(
     rule(eq(t).to(rmax(a, d)), indep(a, p)).then(indep(t, p)),
     rule(eq(t).to(bc(a, d)), indep(a, p)).then(indep(t, p)),
     rule(eq(t).to(mT(a, r)), indep(a, p)).then(indep(t, p)),
+    rule(eq(t).to(unsq(a, d)), indep(a, p)).then(indep(t, p)),
+    rule(eq(t).to(sq(a, d)), indep(a, p)).then(indep(t, p)),
     rule(eq(t).to(opaque(f, a)), indep(a, p)).then(indep(t, p)),
     rule(eq(t).to(opaque2(f, a, b)), indep(a, p), indep(b, p)).then(indep(t, p)),
     rule(eq(t).to(part(a, d, q)), indep(a, p), ne(p).to(q)).then(indep(t, p)),
@@ -290,6 +319,7 @@ class Encoder:
         env: dict[int, Ten] = {}
         units: dict[int, tuple[bool, ...]] = {}
         copies: dict[int, tuple[bool, ...]] = {}
+        split_axes: set[str] = set()  # grid axes that partition some input
         for inp in block.inputs:
             units[inp.value] = source_units[inp.source]  # a tile dim that is 1 only by splitting is no unit
             copies[inp.value] = source_copies[inp.source]
@@ -301,6 +331,7 @@ class Encoder:
                     # a size-1 dim can only be split once (g = 1): such a split is the identity
                     if split and not source_units[inp.source][d]:
                         term = self._part(term, d, grid_axes[p_index])
+                        split_axes.add(grid_axes[p_index])
                 if inp.fmap[d] is True and not source_units[inp.source][d]:
                     term = self._part(term, d, loop_axis)
             env[inp.value] = term
@@ -318,15 +349,18 @@ class Encoder:
         for k, out in enumerate(block.outputs):
             term = env[out.value]
             out_shape = block.output_type(k).shape
+            combined = set()
             for p_index in reversed(range(block.grid_rank)):
                 dims = [d for d, row in enumerate(out.omap) if row[p_index] is True]
-                if dims and out_shape[dims[0]] == 1:
+                if dims and out_shape[dims[0]] == 1 and grid_axes[p_index] not in split_axes:
                     continue  # a size-1 output dim combines a single block (g = 1)
+                if dims:  # (still combined where the axis split an input: the comb binds the axis)
+                    combined.add(dims[0])
                 term = (self._comb(term, dims[0], grid_axes[p_index]) if dims
                         else self._asum(term, grid_axes[p_index]))
             outs.append(term)
             mapped = {d for d, row in enumerate(out.omap) if any(e is True for e in row)}
-            out_units.append(tuple(u and (d not in mapped or out_shape[d] == 1)
+            out_units.append(tuple(u and d not in combined and (d not in mapped or out_shape[d] == 1)
                                    for d, u in enumerate(units[out.value])))
         return outs, out_units, [copies[out.value] for out in block.outputs]
 
@@ -396,6 +430,15 @@ class Encoder:
         if kind == OpKind.RESHAPE:
             if in_ts[0].shape == out_t.shape:
                 return args[0]
+            steps = unit_reshape(in_ts[0].shape, in_units[0], out_t.shape)
+            if steps is not None:
+                squeezed, inserted = steps
+                term = args[0]
+                for d in sorted(squeezed, reverse=True):
+                    term = sq(term, d)
+                for d in sorted(inserted):
+                    term = unsq(term, d)
+                return term
             return opaque(f"reshape{tuple(map(str, in_ts[0].shape))}->{tuple(map(str, out_t.shape))}", args[0])
         if kind == OpKind.IOTA:
             return self.leaf(f"iota:{op.attrs}", lambda: Ten.const(f"iota{tuple(map(str, out_t.shape))}"
@@ -406,6 +449,41 @@ class Encoder:
                 term = opaque2(f"{kind.value}{op.attrs}#{k}", term, other)
             return opaque(f"{kind.value}{op.attrs}", term)
         raise EncodingError(f"{kind} has no term encoding")
+
+
+def unit_reshape(in_shape: Sequence, in_unit: Sequence[bool],
+                 out_shape: Sequence) -> tuple[list[int], list[int]] | None:
+    """``(squeezed input dims, inserted output dims)`` when a reshape only removes and inserts size-1 dims,
+    else None. Dims that are size 1 by structure (``in_unit``) may be removed; every other input dim is
+    kept, matched in order to the first output dim of the same size after only size-1 dims (a tile dim that
+    is 1 by accident stays a dim). Between two kept dims, size-1 input dims are paired with size-1 output
+    dims from the right: the surplus is removed (or inserted) at the left of the run, as in the symbolic
+    graph where such a run holds only the new unit dims. Any choice is sound (squeezing or inserting any
+    size-1 dim gives the same array); the rule only makes a concrete graph encode like its symbolic one."""
+    unit = [bool(u) and s == 1 for u, s in zip(in_unit, in_shape)]
+    kept: list[tuple[int, int]] = []  # (input dim, output dim)
+    j = 0
+    for i, size in enumerate(in_shape):
+        if unit[i]:
+            continue
+        while j < len(out_shape) and out_shape[j] != size:
+            if out_shape[j] != 1:
+                return None
+            j += 1
+        if j == len(out_shape):
+            return None
+        kept.append((i, j))
+        j += 1
+    if any(s != 1 for s in out_shape[j:]):
+        return None
+    squeezed, inserted = [], []
+    bounds = [(-1, -1), *kept, (len(in_shape), len(out_shape))]
+    for (i0, j0), (i1, j1) in zip(bounds, bounds[1:]):
+        ins, outs = list(range(i0 + 1, i1)), list(range(j0 + 1, j1))  # all size 1 (unit inputs, output ones)
+        paired = min(len(ins), len(outs))
+        squeezed += ins[:len(ins) - paired]
+        inserted += outs[:len(outs) - paired]
+    return squeezed, inserted
 
 
 def unit_dims(op: Op, in_units: Sequence[tuple[bool, ...]], values) -> tuple[bool, ...]:
@@ -539,6 +617,8 @@ subterms = ruleset(
     rule(sub(t), eq(t).to(rmax(a, d))).then(sub(a)),
     rule(sub(t), eq(t).to(bc(a, d))).then(sub(a)),
     rule(sub(t), eq(t).to(mT(a, r))).then(sub(a)),
+    rule(sub(t), eq(t).to(unsq(a, d))).then(sub(a)),
+    rule(sub(t), eq(t).to(sq(a, d))).then(sub(a)),
     rule(sub(t), eq(t).to(opaque(f, a))).then(sub(a)),
     rule(sub(t), eq(t).to(opaque2(f, a, b))).then(sub(a), sub(b)),
 )

@@ -1,9 +1,9 @@
 """Numpy semantics of the e-graph prover's term algebra (``prism_jax/verify/egraph.py``), for tests.
 
 Terms are small trees of :class:`Term` mirroring the egglog constructors (``un``, ``bin``, ``sel``, ``mm``,
-``rsum``, ``rmax``, ``bc``, ``mT``, ``opaque``, ``opaque2``, ``part``, ``comb``, ``asum``, ``amax``) plus
-``var`` leaves standing for pattern variables. Arguments are kept in egglog's order, so :func:`render`
-prints a term exactly as ``ast.unparse`` prints the rule in ``egraph.py``.
+``rsum``, ``rmax``, ``bc``, ``mT``, ``unsq``, ``sq``, ``opaque``, ``opaque2``, ``part``, ``comb``, ``asum``,
+``amax``) plus ``var`` leaves standing for pattern variables. Arguments are kept in egglog's order, so
+:func:`render` prints a term exactly as ``ast.unparse`` prints the rule in ``egraph.py``.
 
 A term with free axes is evaluated under an environment ``{axis: (index, extent)}``:
 
@@ -12,7 +12,8 @@ A term with free axes is evaluated under an environment ``{axis: (index, extent)
   max over every index of ``a`` (these bind ``a``);
 - ``rsum`` / ``rmax`` reduce one dim keeping it as size 1; ``mm(a, b, r)`` is the batched matmul of
   rank-``r`` tensors; ``mT(t, r)`` swaps
-  the last two dims; ``un`` / ``bin`` are elementwise ops named by IR op names; ``sel(c, x, y)`` is
+  the last two dims; ``unsq(t, d)`` inserts a size-1 dim at ``d``, ``sq(t, d)`` removes dim ``d``, which
+  must have size 1; ``un`` / ``bin`` are elementwise ops named by IR op names; ``sel(c, x, y)`` is
   the IR's ``select(pred, on_false, on_true)``.
 
 Broadcasting is explicit, as in the Encoder: a value carries the set of dims marked by ``bc`` (size 1,
@@ -50,6 +51,9 @@ class Sym:
 
     def __sub__(self, k: int) -> Sym:
         return Sym(f"{self.name} - {k}")
+
+    def __add__(self, k: int) -> Sym:
+        return Sym(f"{self.name} + {k}")
 
     def __str__(self) -> str:
         return self.name
@@ -99,6 +103,14 @@ def bc(a, d) -> Term:
 
 def mT(a, r) -> Term:
     return Term("mT", (a, r))
+
+
+def unsq(a, d) -> Term:
+    return Term("unsq", (a, d))
+
+
+def sq(a, d) -> Term:
+    return Term("sq", (a, d))
 
 
 def opaque(f, a) -> Term:
@@ -328,18 +340,26 @@ class Evaluator:
             marks.add(r - 1)
         return Val(np.matmul(xa, ya), frozenset(marks))
 
+    @staticmethod
+    def _dim(x: Val, d: int, what: str, extra: int = 0) -> None:
+        if not 0 <= d < x.arr.ndim + extra:
+            raise IllFormed(f"{what} at dim {d} of a rank-{x.arr.ndim} value")
+
     def _rsum(self, env, a, d):
         x = self(a, env)
+        self._dim(x, d, "rsum")
         if d in x.marks:
             raise SizeDependent(f"rsum over dim {d}, which is broadcast")
         return Val(x.arr.sum(axis=d, keepdims=True), x.marks)
 
     def _rmax(self, env, a, d):
         x = self(a, env)  # the max of a broadcast value along the broadcast dim is the value itself
+        self._dim(x, d, "rmax")
         return Val(x.arr.max(axis=d, keepdims=True), x.marks - {d})
 
     def _bc(self, env, a, d):
         x = self(a, env)
+        self._dim(x, d, "bc")
         if x.arr.shape[d] != 1:
             if self.strict:
                 raise IllFormed(f"bc along dim {d} of shape {x.arr.shape}")
@@ -353,9 +373,24 @@ class Evaluator:
         swap = {r - 1: r - 2, r - 2: r - 1}
         return Val(np.swapaxes(x.arr, -1, -2), frozenset(swap.get(m, m) for m in x.marks))
 
+    def _unsq(self, env, a, d):
+        x = self(a, env)
+        self._dim(x, d, "unsq", extra=1)
+        return Val(np.expand_dims(x.arr, d), frozenset(k + (k >= d) for k in x.marks))
+
+    def _sq(self, env, a, d):
+        x = self(a, env)
+        self._dim(x, d, "sq")
+        if x.arr.shape[d] != 1:
+            raise IllFormed(f"sq of dim {d} of shape {x.arr.shape}")
+        if d in x.marks and self.strict:  # the Encoder only removes dims of size 1 by structure
+            raise IllFormed(f"sq of dim {d}, which is broadcast")
+        return Val(np.squeeze(x.arr, d), frozenset(k - (k > d) for k in x.marks if k != d))
+
     # tiling
     def _part(self, env, a, d, p):
         x = self(a, env)
+        self._dim(x, d, "part")
         index, extent = env[p]
         if d in x.marks:  # a chunk of a broadcast value is the broadcast value
             return x
@@ -372,6 +407,7 @@ class Evaluator:
 
     def _comb(self, env, a, d, p):
         vals = self._over(env, a, p)
+        self._dim(vals[0], d, "comb")
         if any(d in v.marks for v in vals):
             if all(d in v.marks for v in vals) and all(np.array_equal(v.arr, vals[0].arr) for v in vals):
                 return vals[0]

@@ -5,7 +5,8 @@ constructors) plus its side conditions, written exactly as in ``prism_jax/verify
 ``test_rules_match_egraph_source`` renders them and compares with the source, so a rule edited there
 without being re-checked here fails. For a rule, ``check`` instantiates
 
-- dims ``d``, ``e`` with every value in range that satisfies the ``ne``/``eq`` conditions, ``r`` with
+- dims ``d``, ``e`` with every value in range (up to the rank itself for rules on inserted unit dims) that
+  satisfies the ``ne``/``eq``/``<``/``<=`` conditions, ``r`` with
   the rank, ``f`` with several op names, axes ``p``/``q`` with distinct axes and (where the rule does
   not require ``ne(p).to(q)``) with the same axis;
 - extents 2 and 3 (every dim a multiple of the extents' product, dims of distinct sizes), ranks 2 to 4;
@@ -38,8 +39,8 @@ import numpy as np
 import pytest
 
 from term_semantics import (Evaluator, IllFormed, Sym, Term, amax, asum, bc, bin, comb, environments, free_axes,
-                            make_leaf, mm, mT, opaque, opaque2, part, render, rmax, rsum, sel, un, var, variables,
-                            w_independent_vars, w_violations)
+                            make_leaf, mm, mT, opaque, opaque2, part, render, rmax, rsum, sel, sq, un, unsq, var,
+                            variables, w_independent_vars, w_violations)
 
 EGRAPH_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "prism_jax" / "verify" / "egraph.py"
 
@@ -137,6 +138,7 @@ class Case:
     bools: tuple[str, ...] = ()  # variables holding 0/1 (select predicates)
     min_rank: int = 2
     variants: tuple[Variant, ...] = ()
+    positions: bool = False  # dims d, e also take the value R (a position where unsq inserts a dim)
 
     def source(self) -> str:
         lhs, rhs = self.build(SYMBOLIC)
@@ -234,6 +236,44 @@ TILING = (
     Case("tiling", "asum-mul-indep-left", "rewrite",
          lambda v: (asum(bin("mul", b, a), v.p), bin("mul", b, asum(a, v.p))), ("indep(b, p)",), S,
          variants=(Variant("b-bc", lambda z: {"b": (z.one(0), {0})}),)),
+    # unit dims (unit-dim reshapes) and tiles placed along a new unit dim
+    Case("tiling", "sq-unsq-cancel", "rewrite", lambda v: (sq(unsq(a, v.d), v.d), a), shapes=S, positions=True,
+         variants=(Variant("a-bc", lambda z: {"a": (z.one(0), {0})}),)),
+    Case("tiling", "un-unsq", "rewrite", lambda v: (un(v.f, unsq(a, v.d)), unsq(un(v.f, a), v.d)), shapes=S,
+         ops=UN_OPS, positions=True, variants=(Variant("a-bc", lambda z: {"a": (z.one(z.R - 1), {z.R - 1})}),)),
+    Case("tiling", "bin-unsq-unsq", "rewrite",
+         lambda v: (bin(v.f, unsq(a, v.d), unsq(b, v.d)), unsq(bin(v.f, a, b), v.d)), shapes=S, ops=BIN_OPS,
+         positions=True, variants=(Variant("b-bc", lambda z: {"b": (z.one(0), {0})}),
+                                   Variant("a-and-b-bc", lambda z: {"a": (z.one(0), {0}), "b": (z.one(0), {0})}))),
+    Case("tiling", "bin-unsq-bc-unsq", "rewrite",
+         lambda v: (bin(v.f, unsq(a, v.d), bc(unsq(b, v.d), v.d)), unsq(bin(v.f, a, b), v.d)), shapes=S,
+         ops=BIN_OPS, positions=True, variants=(Variant("b-bc", lambda z: {"b": (z.one(0), {0})}),)),
+    Case("tiling", "bc-unsq-before", "rewrite", lambda v: (bc(unsq(a, v.d), v.e), unsq(bc(a, v.e), v.d)),
+         ("e < d",), lambda z: {"a": z.one(z.e)}, positions=True),
+    Case("tiling", "bc-unsq-after", "rewrite", lambda v: (bc(unsq(a, v.d), v.e), unsq(bc(a, v.e - 1), v.d)),
+         ("d < e",), lambda z: {"a": z.one(z.e - 1)}, positions=True),
+    Case("tiling", "unsq-part-after", "rewrite", lambda v: (unsq(part(a, v.d, v.p), v.e), part(unsq(a, v.e), v.d, v.p)),
+         ("d < e",), S, positions=True,
+         variants=(Variant("a-bc-along-d", lambda z: {"a": (z.one(z.d % z.R), {z.d % z.R})}),)),
+    Case("tiling", "unsq-part-before", "rewrite",
+         lambda v: (unsq(part(a, v.d, v.p), v.e), part(unsq(a, v.e), v.d + 1, v.p)), ("e <= d",), S, positions=True,
+         variants=(Variant("a-bc-along-d", lambda z: {"a": (z.one(z.d % z.R), {z.d % z.R})}),)),
+    Case("tiling", "sq-part-after", "rewrite", lambda v: (sq(part(a, v.d, v.p), v.e), part(sq(a, v.e), v.d, v.p)),
+         ("d < e",), lambda z: {"a": z.one(z.e)}),
+    Case("tiling", "sq-part-before", "rewrite", lambda v: (sq(part(a, v.d, v.p), v.e), part(sq(a, v.e), v.d - 1, v.p)),
+         ("e < d",), lambda z: {"a": z.one(z.e)},
+         variants=(Variant("a-bc-along-d", lambda z: {"a": (z.one(z.d, z.e), {z.d})}),)),
+    Case("tiling", "bc-comb", "rewrite", lambda v: (bc(comb(a, v.d, v.p), v.e), comb(bc(a, v.e), v.d, v.p)),
+         ("ne(d).to(e)",), lambda z: {"a": z.one(z.e)}),
+    Case("tiling", "bin-comb-bc", "rewrite",
+         lambda v: (bin(v.f, comb(a, v.d, v.p), bc(b, v.d)), comb(bin(v.f, a, bc(b, v.d)), v.d, v.p)),
+         ("indep(b, p)",), lambda z: {"a": z.S, "b": z.one(z.d)}, ops=BIN_OPS),
+    Case("tiling", "rsum-comb-unsq", "rewrite",
+         lambda v: (rsum(comb(unsq(a, v.d), v.d, v.p), v.d), unsq(asum(a, v.p), v.d)), shapes=S, positions=True,
+         variants=(Variant("a-bc", lambda z: {"a": (z.one(0), {0})}),)),
+    Case("tiling", "rmax-comb-unsq", "rewrite",
+         lambda v: (rmax(comb(unsq(a, v.d), v.d, v.p), v.d), unsq(amax(a, v.p), v.d)), shapes=S, positions=True,
+         variants=(Variant("a-bc", lambda z: {"a": (z.one(0), {0})}),)),
 )
 
 
@@ -339,6 +379,7 @@ XFAIL = {
 # the checker
 
 _COND = re.compile(r"^(ne|eq)\((.+)\)\.to\((.+)\)$")
+_ORDER = re.compile(r"^(\w+) (<|<=) (\w+)$")
 _INDEP = re.compile(r"^indep\((\w+), (\w+)\)$")
 
 
@@ -351,6 +392,11 @@ def _conditions_hold(case: Case, binding: Binding) -> bool:
         if match := _COND.match(cond):
             op, lhs, rhs = match.groups()
             if (_value(lhs, binding) == _value(rhs, binding)) != (op == "eq"):
+                return False
+        elif match := _ORDER.match(cond):
+            lhs, op, rhs = match.groups()
+            x, y = _value(lhs, binding), _value(rhs, binding)
+            if not (x < y if op == "<" else x <= y):
                 return False
         elif not _INDEP.match(cond):
             raise AssertionError(f"condition {cond!r} is not understood by this test")
@@ -384,8 +430,9 @@ def instances(case: Case, mode: str, variant: Variant | None):
         else:
             extents, p, q = {}, None, None
         unit = max(math.prod(extents.values()), 2)
-        dims_d = range(R) if case.uses("d") else [None]
-        dims_e = range(R) if case.uses("e") else [None]
+        dims = range(R + 1) if case.positions else range(R)
+        dims_d = dims if case.uses("d") else [None]
+        dims_e = dims if case.uses("e") else [None]
         for d in dims_d:
             for e in dims_e:
                 for f in case.ops or [None]:
@@ -508,6 +555,8 @@ NEEDED_CONDITIONS = (
     ("mT-part-batch-dim", "ne(d).to(r - 1)"), ("mT-part-batch-dim", "ne(d).to(r - 2)"),
     ("rsum-part-other-dim", "ne(d).to(e)"), ("rmax-part-other-dim", "ne(d).to(e)"),
     ("asum-mul-indep-right", "indep(b, p)"), ("asum-mul-indep-left", "indep(b, p)"),
+    ("bc-unsq-before", "e < d"), ("bc-unsq-after", "d < e"), ("unsq-part-after", "d < e"),
+    ("unsq-part-before", "e <= d"), ("bin-comb-bc", "indep(b, p)"),
 )  # the others (e.g. eq(d).to(r - 2) on mm-part-rows) only exclude instances whose LHS is ill-formed anyway
 
 
@@ -588,6 +637,8 @@ INDEPENDENCE = (  # (node, conditions); operands u, w, k, h depend on q only, z 
     (lambda v: rmax(_u, v.d), ("indep(a, p)",)),
     (lambda v: bc(_h, v.d), ("indep(a, p)",)),
     (lambda v: mT(_u, v.r), ("indep(a, p)",)),
+    (lambda v: unsq(_u, v.d), ("indep(a, p)",)),
+    (lambda v: sq(_h, v.d), ("indep(a, p)",)),
     (lambda v: opaque(v.f, _u), ("indep(a, p)",)),
     (lambda v: opaque2(v.f, _u, _w), ("indep(a, p)", "indep(b, p)")),
     (lambda v: part(_u, v.d, v.q), ("indep(a, p)", "ne(p).to(q)")),
