@@ -646,6 +646,11 @@ class AbstractTarget:
     def admits_term(self, term: Ten) -> bool:
         return self._egraph.check_bool(sub(term))
 
+    def class_key(self, term: Ten):
+        """A key shared by all admitted terms in one e-class of the saturated target (the class's
+        extracted representative): lets the search drop a value that only re-derives another."""
+        return term_key(self._egraph.extract(term))
+
     def output_index(self, term: Ten) -> int | None:
         """Which target output this abstract term already computes (same e-class), if any."""
         for k, out in enumerate(self._outputs):
