@@ -8,15 +8,21 @@ Public API (everything else is internal and may change):
 - :func:`verify` — are two JAX functions equivalent (fingerprint, then an e-graph proof)?
   :func:`verify_graphs` does the same for two IR graphs; :class:`Verdict`, :class:`Status`,
   :class:`Method` describe the answer and how it was reached.
+- :func:`search` — verified superoptimization candidates of every region (symbolic search, ranking
+  by the cost model, e-graph proofs, on-disk cache); :class:`SearchConfig` sets its limits and
+  :class:`SearchResult` holds candidates and statistics.
 - :mod:`prism_jax.ir` — the sGraph IR (symbolic sizes, kernel and block graphs, interpreter).
 """
 
 from prism_jax import ir
 from prism_jax.frontend import Region, RegionConfig, TracedProgram, trace
+from prism_jax.search import SearchConfig, SearchResult
 from prism_jax.verify import Method, Status, Verdict, verify_graphs
-from prism_jax.api import verify  # after the subpackage import: the name prism_jax.verify is the function
 
 __version__ = "0.1.0"
 
-__all__ = ["Method", "Region", "RegionConfig", "Status", "TracedProgram", "Verdict", "__version__", "ir",
-           "trace", "verify", "verify_graphs"]
+# after the subpackage imports: the names prism_jax.verify and prism_jax.search are the functions
+from prism_jax.api import search, verify  # noqa: E402
+
+__all__ = ["Method", "Region", "RegionConfig", "SearchConfig", "SearchResult", "Status", "TracedProgram", "Verdict",
+           "__version__", "ir", "search", "trace", "verify", "verify_graphs"]

@@ -17,18 +17,23 @@ enumeration order."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from prism_jax.cost import GPUS, H100_SXM, DeviceSpec, host_cpu
-from prism_jax.ir import IRError, KernelGraph, OpKind, format_kernel_graph
+from prism_jax.ir import IRError, KernelGraph, OpKind, content_hash, format_kernel_graph, from_json, to_json
 from prism_jax.search.enumerate import EnumerationConfig, EnumerationStats, enumerate_structures
-from prism_jax.search.maps import build_candidate, map_assignments
+from prism_jax.search.maps import build_candidate, parallel_assignments
 from prism_jax.search.problem import SearchProblem
 from prism_jax.search.rank import Ranked, best_sizes
 from prism_jax.search.symbolize import symbolize
-from prism_jax.verify import EGraphConfig, EGraphVerifier, FingerprintVerifier, Status, Verdict
+from prism_jax.verify import EGraphConfig, EGraphVerifier, FingerprintConfig, FingerprintVerifier, Status, Verdict
+
+if TYPE_CHECKING:
+    from prism_jax.cache import NullCache, ResultCache
 
 log = logging.getLogger("prism_jax.search")
 
@@ -140,25 +145,108 @@ class RegionSearch:
         return self.candidates[0] if self.candidates else None
 
 
+@dataclasses.dataclass
+class SearchResult:
+    """The search of every region of a traced program."""
+
+    regions: list[RegionSearch]
+
+    def table(self) -> str:
+        """One line per region: its best candidate, kernels, estimate, proof, search time, cache."""
+        rows = [("region", "candidates", "kernels", "estimate", "proof", "search s", "cache")]
+        for r in self.regions:
+            best = r.best
+            seconds = r.stats.seconds.get("total", sum(r.stats.seconds.values()))
+            rows.append((r.name, str(len(r.candidates)), str(best.num_kernels) if best else "-",
+                         f"{best.ranked.seconds * 1e6:.1f} µs" if best else "-",
+                         best.verdict.method if best else "-", f"{seconds:.2f}", "hit" if r.cache_hit else "miss"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+
+    def __str__(self) -> str:
+        parts = [self.table()]
+        for r in self.regions:
+            parts.append(f"\n== {r.name}: {len(r.candidates)} verified candidate(s)")
+            parts.extend(str(c) for c in r.candidates[:1])
+        return "\n".join(parts)
+
+
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
+CACHE_NAMESPACE = "search/v1"
+
+
+def cache_key(symbolic: KernelGraph, config: SearchConfig) -> str:
+    """The region's symbolized graph (names excluded) and the config fields that change results: no
+    sizes, so every shape of the region shares the entry."""
+    text = json.dumps({"graph": content_hash(symbolic), "config": config.key_fields()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
-                  progress: Progress | None = None) -> RegionSearch:
-    """Verified candidates for one region, best-estimated first (see the module docstring)."""
+                  progress: Progress | None = None, cache: "ResultCache | NullCache | None" = None) -> RegionSearch:
+    """Verified candidates for one region, best-estimated first (see the module docstring). With a
+    cache, a region searched before (at any shape) is only re-ranked at its shapes."""
     start = time.perf_counter()
-    deadline = start + config.time_limit_s
     symbolic, sizes = symbolize(region)
+    key = cache_key(symbolic, config)
+    if cache is not None:
+        stored = cache.get(CACHE_NAMESPACE, key)
+        if stored is not None:
+            hit = _from_cache(stored, symbolic, sizes, config)
+            if hit is not None:
+                hit.stats.seconds = {"cache lookup + re-rank": time.perf_counter() - start}
+                return hit
+    found = _search(region.name, symbolic, sizes, config, progress, start)
+    if cache is not None and not found.stats.timed_out:  # a timed-out search may find more next time
+        cache.put(CACHE_NAMESPACE, key, _to_cache(found))
+    return found
+
+
+def _to_cache(found: RegionSearch) -> dict:
+    return {"candidates": [{"graph": to_json(c.graph), "method": c.verdict.method, "detail": c.verdict.detail,
+                            "proof_seconds": c.verdict.seconds, "structure": c.structure}
+                           for c in found.candidates],
+            "stats": dataclasses.asdict(found.stats)}
+
+
+def _from_cache(stored: dict, symbolic: KernelGraph, sizes: dict[str, int],
+                config: SearchConfig) -> RegionSearch | None:
+    """Cached candidates re-ranked at this region's shapes; None when the entry does not read back."""
+    try:
+        candidates = []
+        for item in stored["candidates"]:
+            graph = from_json(item["graph"])
+            cost = best_sizes(graph, config.device_spec(), sizes)
+            if cost is None:
+                continue
+            verdict = Verdict(Status.EQUAL, item["method"], item["proof_seconds"], item["detail"])
+            candidates.append(Candidate(graph, verdict, cost, item["structure"]))
+        stats_fields = dict(stored["stats"])
+        stats_fields["enumeration"] = EnumerationStats(**stats_fields["enumeration"])
+        stats = SearchStats(**stats_fields)
+    except (KeyError, TypeError, ValueError, IRError) as err:
+        log.warning("ignoring an unreadable cached search result (%s); searching again", err)
+        return None
+    candidates.sort(key=lambda c: (c.ranked.key, c.structure))
+    return RegionSearch(symbolic.name, symbolic, sizes, candidates, stats, cache_hit=True)
+
+
+def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: SearchConfig,
+            progress: Progress | None, start: float) -> RegionSearch:
+    deadline = start + config.time_limit_s
     problem = SearchProblem.of(symbolic)
     stats = SearchStats()
     device = config.device_spec()
-    grid_rank = max(1, min(3, max(t.rank for t in problem.core.output_types)))
+    parallel_dims = sum(d != 1 for d in problem.core.output_types[0].shape)
+    grid_ranks = tuple(range(1, max(1, min(3, parallel_dims)) + 1))
 
     structures = _enumerate(problem.core, config, stats, start, progress)
     stats.seconds["enumerate"] = time.perf_counter() - start
 
     phase_start = time.perf_counter()
-    screened = _screen(structures, problem.core, grid_rank, stats, deadline, progress)
+    screened = _screen(structures, problem.core, grid_ranks, stats, deadline, progress)
     stats.seconds["maps + fingerprint"] = time.perf_counter() - phase_start
 
     phase_start = time.perf_counter()
@@ -177,7 +265,7 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
     candidates = _prove(ranked, problem, config, stats, deadline, progress)
     stats.seconds["prove"] = time.perf_counter() - phase_start
     stats.seconds["total"] = time.perf_counter() - start
-    return RegionSearch(region.name, symbolic, sizes, candidates, stats)
+    return RegionSearch(name, symbolic, sizes, candidates, stats)
 
 
 def _enumerate(core: KernelGraph, config: SearchConfig, stats: SearchStats, start: float,
@@ -196,10 +284,10 @@ def _enumerate(core: KernelGraph, config: SearchConfig, stats: SearchStats, star
     return structures
 
 
-def _screen(structures: list, core: KernelGraph, grid_rank: int, stats: SearchStats, deadline: float,
+def _screen(structures: list, core: KernelGraph, grid_ranks: tuple[int, ...], stats: SearchStats, deadline: float,
             progress: Progress | None) -> list[tuple[int, KernelGraph]]:
     """Every map assignment of every structure, through the fingerprint; the survivors."""
-    fingerprint = FingerprintVerifier()
+    fingerprint = FingerprintVerifier(FingerprintConfig(trials=1))  # a filter: the e-graph has the last word
     survivors = []
     for index, structure in enumerate(structures):
         if time.perf_counter() > deadline:
@@ -207,7 +295,8 @@ def _screen(structures: list, core: KernelGraph, grid_rank: int, stats: SearchSt
             break
         if progress:
             progress("maps", index + 1, len(structures))
-        for assignment in map_assignments(structure, core, grid_rank):
+        assignments = (a for rank in grid_ranks for a in parallel_assignments(structure, core, rank))
+        for assignment in assignments:
             stats.assignments += 1
             try:
                 graph = build_candidate(structure, core, assignment)

@@ -144,7 +144,8 @@ class _Extender:
         units = {index: unit_dims(op, [], values)}
         term = self.encoder.op_term(op, [], values, units)
         copies = (False,) * t.rank
-        return _Value(t, units[index], copies, term, term_key(term), frozenset(), False, -1, None,
+        cls = self.target.class_key(term) if self.target.admits_term(term) else term_key(term)
+        return _Value(t, units[index], copies, term, term_key(term), frozenset(), False, -1, None, cls=cls,
                       cid=self._cid(term, t, units[index], copies))
 
     def extend(self, partial: _Partial, kind: OpKind, attrs: Attrs, args: tuple[int, ...],
@@ -178,8 +179,10 @@ class _Extender:
         if not verdict[0]:
             stats.pruned_abstract += 1
             return None
-        if any(v.cls == verdict[2] and v.post == value.post for v in values[self.num_inputs:]):
-            stats.pruned_duplicate += 1  # re-derives a value already there (same e-class, same phase)
+        no_op = kind not in ACCUMULATORS and any(values[a].text == value.text for a in args)  # accumulators
+        if no_op or any(  # are the identity on abstract expressions
+                v.cls == verdict[2] and v.post == value.post for v in values[self.num_inputs:]):
+            stats.pruned_duplicate += 1  # a no-op, or re-derives a value already there (same e-class and phase)
             return None
         value = dataclasses.replace(value, output=verdict[1], cls=verdict[2])
         suffix_max = tuple(max(k, key) for k in partial.suffix_max) + (key,)
@@ -294,6 +297,7 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
     start = time.perf_counter()
     extender = _Extender(reference, stats)
     alphabet = [(kind, attrs, str(attrs)) for kind, attrs in vocabulary(reference)]
+    has_square = any(kind == OpKind.SQUARE for kind, _, _ in alphabet)
     num_outputs = len(reference.outputs)
     first_op = extender.num_inputs + len(extender.leaves)
 
@@ -309,7 +313,7 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
             if kind in ACCUMULATORS and partial.accumulators >= config.max_accumulators:
                 continue
             operands = [v for v in range(len(partial.values)) if v not in partial.hidden]
-            for args in _argument_tuples(kind, operands):
+            for args in _argument_tuples(kind, operands, has_square):
                 if kind in ACCUMULATORS and not _accumulates_partials(kind, args, partial):
                     stats.pruned_order += 1
                     continue
@@ -387,7 +391,7 @@ def _ancestors(value: int, defining: dict) -> list[Op] | None:
     return [defining[v] for v in order]
 
 
-def _argument_tuples(kind: OpKind, operands: list[int]) -> Iterator[tuple[int, ...]]:
+def _argument_tuples(kind: OpKind, operands: list[int], square: bool) -> Iterator[tuple[int, ...]]:
     count = arity(kind)
     if count == 1:
         for a in operands:
@@ -398,6 +402,8 @@ def _argument_tuples(kind: OpKind, operands: list[int]) -> Iterator[tuple[int, .
                 if kind == OpKind.ACCUM_RESCALED_SUM and a == b:
                     continue
                 if kind in COMMUTATIVE and b < a:  # the same op with its operands swapped
+                    continue
+                if kind == OpKind.MUL and a == b and square:  # x * x is written square(x)
                     continue
                 yield (a, b)
 

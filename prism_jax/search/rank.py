@@ -7,6 +7,7 @@ those options finds a good assignment in a few dozen estimates. The tuner later 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Mapping
 
@@ -30,9 +31,9 @@ class Ranked:
         return (round(self.seconds, 12), self.onchip_bytes)
 
 
-def size_options(graph: KernelGraph, fixed: Mapping[str, int]) -> dict[str, list[int]]:
+def size_options(graph: KernelGraph, fixed: Mapping[str, int], min_tile: int = 1) -> dict[str, list[int]]:
     """Per grid/loop symbol of the custom kernels, the powers of two that divide every dim it splits
-    (the region's own sizes are ``fixed``)."""
+    and leave tiles of at least ``min_tile`` where the dim allows (the region's sizes are ``fixed``)."""
     options: dict[str, int] = {}
     extents: set[str] = set()
     for op in graph.ops:
@@ -47,6 +48,8 @@ def size_options(graph: KernelGraph, fixed: Mapping[str, int]) -> dict[str, list
             dim = numerator if isinstance(numerator, int) else None
             for name in sorted(free_symbols(item.denominator) - set(fixed)):
                 bound = _power_of_two_part(dim) if dim is not None else 1 << 12
+                if dim is not None and dim >= 2 * min_tile:
+                    bound = min(bound, _power_of_two_part(dim // min_tile))
                 options[name] = min(options.get(name, bound), bound)
     for name in extents - set(options):  # an extent that splits nothing stays 1
         options[name] = 1
@@ -57,18 +60,39 @@ def _power_of_two_part(n: int) -> int:
     return n & -n if n > 0 else 1
 
 
-def best_sizes(graph: KernelGraph, device: DeviceSpec, fixed: Mapping[str, int], rounds: int = 2) -> Ranked | None:
-    """The cheapest size assignment found by coordinate descent (None when nothing fits on chip)."""
-    options = size_options(graph, fixed)
-    current = {**fixed, **{name: values[0] for name, values in options.items()}}
+EXHAUSTIVE_LIMIT = 1024  # size assignments tried one by one; beyond it, coordinate descent
+
+
+def best_sizes(graph: KernelGraph, device: DeviceSpec, fixed: Mapping[str, int], rounds: int = 3) -> Ranked | None:
+    """The cheapest size assignment: every combination when there are few, else coordinate descent
+    from the smallest and from the largest extents (None when nothing fits on chip)."""
+    options = size_options(graph, fixed, MIN_MATMUL_TILE if device.kind == "gpu" else 1)
+    names = sorted(options)
+    if math.prod(len(options[n]) for n in names) <= EXHAUSTIVE_LIMIT:
+        candidates = (_cost(graph, {**fixed, **dict(zip(names, values))}, device)
+                      for values in itertools.product(*(options[n] for n in names)))
+        return min((c for c in candidates if c is not None), key=lambda c: c.key, default=None)
+    best = None
+    for pick in (0, -1):
+        found = _descend(graph, device, {**fixed, **{n: v[pick] for n, v in options.items()}}, options, rounds)
+        if found is not None and (best is None or found.key < best.key):
+            best = found
+    return best
+
+
+def _descend(graph: KernelGraph, device: DeviceSpec, current: dict[str, int], options: dict[str, list[int]],
+             rounds: int) -> Ranked | None:
     best = _cost(graph, current, device)
     for _ in range(rounds):
+        improved = False
         for name, values in options.items():
             for value in values:
                 trial = dict(current, **{name: value})
                 cost = _cost(graph, trial, device)
                 if cost is not None and (best is None or cost.key < best.key):
-                    best, current = cost, trial
+                    best, current, improved = cost, trial, True
+        if not improved:
+            break
     return best
 
 
