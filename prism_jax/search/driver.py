@@ -47,7 +47,7 @@ class SearchConfig:
     max_block_ops: int = 11  # enumerated block-graph ops, constants not counted
     max_accumulators: int = 3
     time_limit_s: float = 60.0  # the whole region; the best found so far is returned when it runs out
-    enumeration_share: float = 0.5  # of the time limit, for enumerating structures
+    enumeration_share: float = 0.7  # of the time limit, for enumerating structures
     max_structures: int = 400
     max_candidates: int = 3  # proved candidates kept per region
     device: str = H100_SXM.name  # the cost model's device for ranking: a GPU name or "host"
@@ -199,7 +199,7 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
                 hit.stats.seconds = {"cache lookup + re-rank": time.perf_counter() - start}
                 return hit
     found = _search(region.name, symbolic, sizes, config, progress, start)
-    if cache is not None and not found.stats.timed_out:  # a timed-out search may find more next time
+    if cache is not None:  # a timed-out search is stored too: its best so far, with timed_out in its stats
         cache.put(CACHE_NAMESPACE, key, _to_cache(found))
     return found
 

@@ -301,9 +301,10 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
     num_outputs = len(reference.outputs)
     first_op = extender.num_inputs + len(extender.leaves)
 
+    deadline = [start + config.time_limit_s]
+
     def expand(partial: _Partial, depth: int) -> Iterator[BlockStructure]:
-        if time.perf_counter() - start > config.time_limit_s:
-            stats.timed_out = True
+        if time.perf_counter() > deadline[0]:
             return
         stats.expanded += 1
         remaining = depth - (len(partial.ops) - partial.fixed) - 1  # ops still to add after the next one
@@ -331,12 +332,19 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
                 yield from expand(child, depth)
 
     try:
-        start_points = _start_points(extender, reference)
-        for depth in range(1, config.max_block_ops + 1):
-            for root in start_points:
+        # the start points with the most prologues first (the smallest programs to find): the first gets
+        # half the time, the others equal shares of what is left (time a start point does not use
+        # passes on); iterative deepening within each
+        start_points = _start_points(extender, reference)[::-1]
+        end = start + config.time_limit_s
+        for k, root in enumerate(start_points):
+            share = 0.5 if k == 0 and len(start_points) > 1 else 1 / (len(start_points) - k)
+            deadline[0] = time.perf_counter() + (end - time.perf_counter()) * share
+            for depth in range(1, config.max_block_ops + 1):
                 yield from expand(root, depth)
-            if stats.timed_out:
-                break
+                if time.perf_counter() > deadline[0]:
+                    stats.timed_out = True
+                    break
     finally:
         stats.seconds = time.perf_counter() - start
 

@@ -115,24 +115,36 @@ def parallel_assignments(structure: BlockStructure, reference: KernelGraph,
     accumulates = any(kind in ACCUMULATORS for kind, _, _ in structure.ops)
     placeable = [j for j, d in enumerate(first_out.shape) if d != 1]
 
-    def inputs_from(k: int, placed: tuple, chosen: list, tiles: list) -> Iterator[list]:
-        if k == structure.num_inputs:
+    # inputs in the order ops first read them, so shape checks prune as early as possible
+    first_read = {}
+    for i, (_, args, _) in enumerate(structure.ops):
+        for a in args:
+            first_read.setdefault(a, i)
+    order = sorted(range(structure.num_inputs), key=lambda k: (first_read.get(k, len(structure.ops)), k))
+
+    def inputs_from(position: int, placed: tuple, chosen: dict, tiles: list, loop_size) -> Iterator[dict]:
+        if position == structure.num_inputs:
             yield chosen
             return
-        per_dim = [[None, *(d for d, size in enumerate(types[k].shape) if size == first_out.shape[j])]
-                   for j in placed]
+        k = order[position]
+        shape = types[k].shape
+        per_dim = [[None, *(d for d, size in enumerate(shape) if size == first_out.shape[j])] for j in placed]
+        # the loop walks one logical dim: in every input it splits a dim of that one size (never a unit dim)
+        loops = (None, *(d for d, size in enumerate(shape) if size != 1 and loop_size in (None, size)))
         for grid_dims in itertools.product(*per_dim):
             used = [d for d in grid_dims if d is not None]
             if len(used) != len(set(used)):
                 continue
-            for loop in (None, *range(types[k].rank)) if accumulates else (None,):
+            for loop in loops if accumulates else (None,):
                 extended = _with_input(structure, tiles, k, _tile(types[k], tuple(grid_dims), loop, grid))
                 if extended is not None:
-                    yield from inputs_from(k + 1, placed, chosen + [(grid_dims, loop)], extended)
+                    size = shape[loop] if loop is not None else loop_size
+                    yield from inputs_from(position + 1, placed, {**chosen, k: (grid_dims, loop)}, extended, size)
 
     for placed in itertools.combinations(placeable, grid_rank):
         start = [None] * (structure.num_inputs + len(structure.ops))
-        for chosen in inputs_from(0, placed, [], start):
+        for by_input in inputs_from(0, placed, {}, start, None):
+            chosen = [by_input[k] for k in range(structure.num_inputs)]
             if any(all(g[p] is None for g, _ in chosen) for p in range(grid_rank)):
                 continue
             tiles = _replay(structure, types, chosen, grid)

@@ -1,0 +1,170 @@
+"""The search end to end on traced workloads: what it finds, proves and ranks first (structural
+properties of the result, never a stored answer), its statistics, the cache and determinism."""
+
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import prism_jax
+from prism_jax import workloads
+from prism_jax.ir import Interpreter, OpKind, content_hash, instantiate
+from prism_jax.search import SearchConfig, search_region, symbolize
+
+NO_CACHE = SearchConfig(use_cache=False, progress=False)
+
+
+def _region(name, shape=None):
+    wl = workloads.get_workload(name)
+    args = wl.make_args(shape or wl.shapes[0], "float32", 0)
+    return wl, args, prism_jax.trace(wl.fn, *args).regions[0].graph
+
+
+def _fused_block(candidate):
+    """The candidate's one custom kernel; everything else is a reshape (a view): no intermediate
+    goes to device memory."""
+    kernels = [op for op in candidate.graph.ops if op.kind == OpKind.CUSTOM_KERNEL]
+    others = [op.kind for op in candidate.graph.ops if op.kind != OpKind.CUSTOM_KERNEL]
+    assert len(kernels) == 1 and set(others) <= {OpKind.RESHAPE}, candidate
+    return kernels[0].block
+
+
+def _loop_dims(block):
+    """kernel input index -> the dim its for-loop splits (None: loaded once)."""
+    return {inp.source: next((d for d, f in enumerate(inp.fmap) if f is True), None) for inp in block.inputs}
+
+
+def _kinds(block):
+    return [op.kind for op in block.ops]
+
+
+def _matches_jit_at_small_shape(name, candidate, symbolic_reference):
+    """Bind the candidate's size symbols to a small shape of the same workload (whose region must
+    symbolize to the same graph: one search serves every shape) and compare with jax.jit."""
+    wl, args, region = _region(name, workloads.small_shape(workloads.get_workload(name)))
+    small, sizes = symbolize(region)
+    assert content_hash(small) == content_hash(symbolic_reference)
+    extents = {}
+    for op in candidate.graph.ops:
+        if op.kind == OpKind.CUSTOM_KERNEL:
+            for extent in (*op.block.grid, op.block.forloop):
+                for symbol in getattr(extent, "free_symbols", frozenset()):
+                    extents[symbol] = 2
+    for trial in ({**sizes, **extents}, {**sizes, **{k: 1 for k in extents}}):
+        try:
+            concrete = instantiate(candidate.graph, trial)
+            break
+        except Exception:
+            continue
+    (got,) = Interpreter().run(concrete, *(np.asarray(a) for a in args))
+    np.testing.assert_allclose(got, jax.jit(wl.fn)(*args), rtol=2e-4, atol=2e-5)
+
+
+def test_swiglu_ranks_first_both_matmuls_in_one_kernel_with_k_in_the_loop():
+    wl, args, region = _region("swiglu")
+    found = search_region(region, NO_CACHE)
+    best = found.best
+    assert best is not None and best.verdict.status is prism_jax.Status.EQUAL and best.verdict.method == "egraph"
+    block = _fused_block(best)
+    assert _kinds(block).count(OpKind.MATMUL) == 2 and _kinds(block).count(OpKind.ACCUM_SUM) == 2
+    assert _loop_dims(block) == {0: 1, 1: 0, 2: 0}  # X's and both weights' contraction dim in the loop
+    assert [c.ranked.seconds for c in found.candidates] == sorted(c.ranked.seconds for c in found.candidates)
+    _matches_jit_at_small_shape("swiglu", best, found.reference)
+
+
+@pytest.mark.slow
+def test_rmsnorm_matmul_ranks_first_the_norm_fused_into_the_k_loop():
+    _, _, region = _region("rmsnorm_matmul")
+    found = search_region(region, NO_CACHE)
+    block = _fused_block(found.best)
+    loops = _loop_dims(block)
+    assert loops[0] == 1 and 0 in loops.values()  # X split along d, W along its rows
+    assert _kinds(block).count(OpKind.ACCUM_SUM) == 2  # the sum of squares and the matmul, both in the loop
+    assert OpKind.RSQRT in _kinds(block)
+    _matches_jit_at_small_shape("rmsnorm_matmul", found.best, found.reference)
+
+
+@pytest.mark.slow
+def test_attention_ranks_first_kv_in_the_loop_with_online_softmax():
+    _, _, region = _region("attention")
+    found = search_region(region, NO_CACHE)
+    block = _fused_block(found.best)
+    loops = _loop_dims(block)
+    assert loops[0] is None and loops[1] == 2 and loops[2] == 2  # Q loaded once, K and V walked along kv
+    assert _kinds(block).count(OpKind.ACCUM_RESCALED_SUM) == 2
+    assert found.stats.seconds["total"] < 120  # the benchmark holds the 60 s target; CI machines vary
+    _matches_jit_at_small_shape("attention", found.best, found.reference)
+
+
+@pytest.mark.slow
+def test_qknorm_attention_keeps_both_norms_inside_the_attention_kernel():
+    _, _, region = _region("qknorm_attention")
+    found = search_region(region, NO_CACHE)
+    block = _fused_block(found.best)
+    assert _kinds(block).count(OpKind.RSQRT) == 2
+    assert _kinds(block).count(OpKind.ACCUM_RESCALED_SUM) == 2
+    assert _loop_dims(block)[1] == 2
+    _matches_jit_at_small_shape("qknorm_attention", found.best, found.reference)
+
+
+@pytest.mark.slow
+def test_rmsnorm_mlp_is_one_fused_kernel():
+    _, _, region = _region("rmsnorm_mlp")
+    found = search_region(region, NO_CACHE)
+    block = _fused_block(found.best)
+    assert _kinds(block).count(OpKind.MATMUL) == 2 and OpKind.RSQRT in _kinds(block)
+    _matches_jit_at_small_shape("rmsnorm_mlp", found.best, found.reference)
+
+
+def test_statistics_count_every_pruning_rule_and_phase():
+    _, _, region = _region("swiglu")
+    stats = search_region(region, NO_CACHE).stats
+    e = stats.enumeration
+    assert e.ill_typed > 0 and e.pruned_abstract > 0 and e.pruned_order > 0 and e.pruned_phase > 0
+    assert stats.refuted > 0 and stats.proved == stats.sent_to_egraph - stats.unknown
+    table = stats.table()
+    for phase in ("enumerate", "maps + fingerprint", "rank", "prove", "total"):
+        assert f"seconds: {phase}" in table
+    assert "pruned: abstract expression" in table and "refuted by fingerprint" in table
+
+
+def test_search_is_deterministic():
+    _, _, region = _region("swiglu")
+    first, second = (search_region(region, NO_CACHE) for _ in range(2))
+    assert [content_hash(c.graph) for c in first.candidates] == [content_hash(c.graph) for c in second.candidates]
+
+
+def test_time_limit_returns_what_was_found_so_far():
+    _, _, region = _region("attention")
+    found = search_region(region, SearchConfig(time_limit_s=0.5, use_cache=False, progress=False))
+    assert found.stats.timed_out
+    assert all(c.verdict.status is prism_jax.Status.EQUAL for c in found.candidates)
+
+
+def test_second_search_is_a_cache_hit_for_any_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path))
+    wl = workloads.get_workload("swiglu")
+    config = SearchConfig(progress=False)
+    first = prism_jax.search(wl.fn, *wl.make_args(wl.shapes[0], "float32", 0), config=config)
+    start = time.perf_counter()
+    again = prism_jax.search(wl.fn, *wl.make_args(wl.shapes[0], "float32", 0), config=config)
+    assert time.perf_counter() - start < 5  # the benchmark records the sub-second figure
+    other_shape = prism_jax.search(wl.fn, *wl.make_args(wl.shapes[3], "float32", 0), config=config)
+    assert not first.regions[0].cache_hit and again.regions[0].cache_hit and other_shape.regions[0].cache_hit
+    assert [content_hash(c.graph) for c in again.regions[0].candidates] == \
+        [content_hash(c.graph) for c in first.regions[0].candidates]
+    assert "hit" in again.table() and "swiglu" in str(again)
+
+
+def test_symbolize_shares_equal_dims_and_turns_dim_constants_into_symbols():
+    _, _, region = _region("rmsnorm_matmul")
+    symbolic, sizes = symbolize(region)
+    assert sorted(sizes.values()) == sorted({8, 1024})
+    constants = [op.attrs["value"] for op in symbolic.ops if op.kind == OpKind.CONSTANT]
+    assert any(getattr(c, "free_symbols", None) for c in constants)  # the mean's divisor d
+    back = instantiate(symbolic, sizes)
+    assert back.values == region.values
+    inputs = [np.random.default_rng(k).standard_normal(tuple(t.shape)).astype(np.float32)
+              for k, t in enumerate(region.input_types)]
+    np.testing.assert_array_equal(Interpreter().run(back, *inputs)[0], Interpreter().run(region, *inputs)[0])
