@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from prism_jax.ir import KernelGraph, Op, OpKind, TensorType, sym, validate_kernel_graph
+from prism_jax.ir import IRError, KernelGraph, Op, OpKind, TensorType, sym, validate_kernel_graph
 
 _POSITIONAL = frozenset({OpKind.SLICE, OpKind.CONCAT, OpKind.IOTA})
 SYMBOL_PREFIX = "s"  # s0, s1, ...: never a grid ("gx") or loop ("F") name
@@ -32,7 +32,10 @@ def symbolize(region: KernelGraph) -> tuple[KernelGraph, dict[str, int]]:
     values = tuple(_type(t, dims) for t in region.values)
     ops = tuple(_op(op, dims) for op in region.ops)
     graph = KernelGraph(region.name, values, region.inputs, region.input_names, ops, region.outputs)
-    validate_kernel_graph(graph)
+    try:
+        validate_kernel_graph(graph)
+    except IRError:  # e.g. a reshape that splits a dim: its sizes relate, one symbol each cannot say so
+        return region, {}
     return graph, {name: d for d, name in dims.items()}
 
 
