@@ -51,7 +51,7 @@ def _matches_jit(name, candidate, sizes):
 
 
 def test_swiglu_ranks_first_both_matmuls_in_one_kernel_with_k_in_the_loop():
-    wl, args, region = _region("swiglu")
+    _, _, region = _region("swiglu")
     found = search_region(region, NO_CACHE)
     best = found.best
     assert best is not None and best.verdict.status is prism_jax.Status.EQUAL and best.verdict.method == "egraph"

@@ -1,7 +1,6 @@
 """Level-1 enumeration from scratch: the structures found for a region, once their maps are resolved,
 include the fused kernel with the contraction dim in the for-loop (nothing but outputs written)."""
 
-import pytest
 
 from prism_jax.ir import OpKind
 from prism_jax.ir.examples import EXAMPLES
