@@ -29,6 +29,7 @@ from prism_jax.search.enumerate import EnumerationConfig, EnumerationStats, enum
 from prism_jax.search.maps import build_candidate, parallel_assignments
 from prism_jax.search.problem import SearchProblem
 from prism_jax.search.rank import Ranked, best_sizes
+from prism_jax.search.split import is_split, split_candidate
 from prism_jax.search.symbolize import symbolize
 from prism_jax.verify import EGraphConfig, EGraphVerifier, FingerprintConfig, FingerprintVerifier, Status, Verdict
 
@@ -79,6 +80,7 @@ class SearchStats:
     ill_typed: int = 0
     refuted: int = 0
     plausible: int = 0
+    split_forms: int = 0  # two-kernel forms built from plausible single kernels
     no_fit: int = 0
     sent_to_egraph: int = 0
     proved: int = 0
@@ -100,6 +102,7 @@ class SearchStats:
                 ("map assignments", str(self.assignments)),
                 ("  ill-typed", str(self.ill_typed)),
                 ("  sent to fingerprint", str(self.assignments - self.ill_typed)),
+                ("  two-kernel split forms built", str(self.split_forms)),
                 ("  refuted by fingerprint", str(self.refuted)),
                 ("  no size fits on chip", str(self.no_fit)),
                 ("sent to e-graph", str(self.sent_to_egraph)),
@@ -309,6 +312,14 @@ def _screen(structures: list, core: KernelGraph, grid_ranks: tuple[int, ...], st
                 continue
             stats.plausible += 1
             survivors.append((index, graph))
+            split = split_candidate(structure, core, assignment)  # the loop reduction across blocks too
+            if split is not None:
+                stats.split_forms += 1
+                if fingerprint.verify(core, split).status is Status.NOT_EQUAL:
+                    stats.refuted += 1
+                    continue
+                stats.plausible += 1
+                survivors.append((index, split))
     return survivors
 
 
@@ -316,9 +327,13 @@ def _prove(ranked: list, problem: SearchProblem, config: SearchConfig, stats: Se
            progress: Progress | None) -> list[Candidate]:
     prover = EGraphVerifier(EGraphConfig(max_seconds=config.egraph_seconds))
     candidates: list[Candidate] = []
+    kinds_proved: set[bool] = set()
+    kinds_left = {is_split(item[4]) for item in ranked}
     for _, index, _, whole, graph, cost in ranked:
-        if len(candidates) >= config.max_candidates:
-            break
+        if len(candidates) >= config.max_candidates and kinds_proved >= kinds_left:
+            break  # enough, and the best of each program shape (one kernel, split in two) is in
+        if len(candidates) >= config.max_candidates and is_split(graph) in kinds_proved:
+            continue
         if time.perf_counter() > deadline and candidates:
             stats.timed_out = True
             break
@@ -329,6 +344,7 @@ def _prove(ranked: list, problem: SearchProblem, config: SearchConfig, stats: Se
         if verdict.status is Status.EQUAL:
             stats.proved += 1
             candidates.append(Candidate(whole, verdict, cost, index))
+            kinds_proved.add(is_split(graph))
         else:
             stats.unknown += 1
             log.debug("not proved (%s): structure %d", verdict, index)
