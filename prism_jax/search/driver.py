@@ -16,16 +16,22 @@ enumeration order."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
+import os
+import pickle
+import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING, Callable
 
 from prism_jax.cost import GPUS, H100_SXM, DeviceSpec, host_cpu
 from prism_jax.ir import IRError, KernelGraph, OpKind, content_hash, format_kernel_graph, from_json, to_json
-from prism_jax.search.enumerate import EnumerationConfig, EnumerationStats, enumerate_structures
+from prism_jax.search.enumerate import EnumerationConfig, EnumerationStats, count_start_points, enumerate_structures
 from prism_jax.search.maps import build_candidate, parallel_assignments
 from prism_jax.search.problem import SearchProblem
 from prism_jax.search.rank import Ranked, best_sizes
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("prism_jax.search")
 
 HOST = "host"
+MAX_FAILED_PROOFS = 3  # per program shape (one kernel / split in two) before its other candidates are skipped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +54,20 @@ class SearchConfig:
 
     max_block_ops: int = 11  # enumerated block-graph ops, constants not counted
     max_accumulators: int = 3
+    depth_slack: int = 2  # enumerate at most this many ops past a start point's smallest complete structure
     time_limit_s: float = 60.0  # the whole region; the best found so far is returned when it runs out
-    enumeration_share: float = 0.7  # of the time limit, for enumerating structures
+    enumeration_share: float = 0.55  # of the time limit, for enumerating structures
+    screening_share: float = 0.85  # of the time limit, by when map screening stops (ranking, proofs follow)
     max_structures: int = 400
     max_candidates: int = 3  # proved candidates kept per region
     device: str = H100_SXM.name  # the cost model's device for ranking: a GPU name or "host"
     egraph_seconds: float = 5.0  # per proof attempt
     use_cache: bool = True
     progress: bool = True
+    workers: int = 0  # processes for the enumeration; 0: one per core (1: in this process)
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
     def device_spec(self) -> DeviceSpec:
         if self.device == HOST:
@@ -66,6 +79,7 @@ class SearchConfig:
     def key_fields(self) -> dict:
         """The fields that change what a search finds (the cache key includes them)."""
         return {"max_block_ops": self.max_block_ops, "max_accumulators": self.max_accumulators,
+                "depth_slack": self.depth_slack,
                 "max_structures": self.max_structures, "max_candidates": self.max_candidates,
                 "device": self.device}
 
@@ -249,7 +263,8 @@ def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: Sea
     stats.seconds["enumerate"] = time.perf_counter() - start
 
     phase_start = time.perf_counter()
-    screened = _screen(structures, problem.core, grid_ranks, stats, deadline, progress)
+    screen_deadline = start + config.time_limit_s * config.screening_share
+    screened = _screen(structures, problem.core, grid_ranks, stats, screen_deadline, progress)
     stats.seconds["maps + fingerprint"] = time.perf_counter() - phase_start
 
     phase_start = time.perf_counter()
@@ -274,17 +289,48 @@ def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: Sea
 def _enumerate(core: KernelGraph, config: SearchConfig, stats: SearchStats, start: float,
                progress: Progress | None) -> list:
     budget = config.time_limit_s * config.enumeration_share
-    enum_config = EnumerationConfig(config.max_block_ops, config.max_accumulators, budget)
-    structures = []
-    for structure in enumerate_structures(core, enum_config, stats.enumeration):
-        structures.append(structure)
-        if progress:
-            progress("enumerate", len(structures), config.max_structures)
-        if len(structures) >= config.max_structures:
-            break
+    points = count_start_points(core)
+    workers = min(config.worker_count(), points)
+    if workers > 1:
+        structures = _enumerate_in_processes(core, config, budget, points, workers, stats)
+    else:
+        enum_config = EnumerationConfig(config.max_block_ops, config.max_accumulators, budget, config.depth_slack)
+        structures = list(itertools.islice(enumerate_structures(core, enum_config, stats.enumeration),
+                                           config.max_structures))
+    if progress:
+        progress("enumerate", len(structures), len(structures))
     stats.structures = len(structures)
     stats.timed_out |= stats.enumeration.timed_out
     return structures
+
+
+def _enumerate_in_processes(core: KernelGraph, config: SearchConfig, budget_s: float, points: int, workers: int,
+                            stats: SearchStats) -> list:
+    """One start point per worker process, results merged in start-point order (deterministic for a
+    given worker count; the same structures for any count whenever no start point runs out of time).
+    The first start point (every prologue: the smallest programs) has a worker and the whole budget;
+    the others share the remaining workers' time."""
+    shares = [budget_s] + [budget_s * (workers - 1) / (points - 1)] * (points - 1)
+    tasks = [pickle.dumps((core, EnumerationConfig(config.max_block_ops, config.max_accumulators, share, config.depth_slack), k,
+                           config.max_structures)) for k, share in enumerate(shares)]
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # each thread feeds and drains one worker
+        results = list(pool.map(_run_worker, range(points), tasks))
+    structures = []
+    for found, part in results:
+        structures.extend(found)
+        for field in dataclasses.fields(EnumerationStats):
+            value, merged = getattr(part, field.name), getattr(stats.enumeration, field.name)
+            setattr(stats.enumeration, field.name, (merged or value) if field.type == "bool" else merged + value)
+    return structures[:config.max_structures]
+
+
+def _run_worker(index: int, task: bytes):
+    process = subprocess.Popen([sys.executable, "-m", "prism_jax.search.worker"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = process.communicate(task)
+    if process.returncode != 0:
+        raise RuntimeError(f"search worker for start point {index} failed:\n{err.decode(errors='replace')}")
+    return pickle.loads(out)
 
 
 def _screen(structures: list, core: KernelGraph, grid_ranks: tuple[int, ...], stats: SearchStats, deadline: float,
@@ -328,12 +374,15 @@ def _prove(ranked: list, problem: SearchProblem, config: SearchConfig, stats: Se
     prover = EGraphVerifier(EGraphConfig(max_seconds=config.egraph_seconds))
     candidates: list[Candidate] = []
     kinds_proved: set[bool] = set()
+    failures: dict[bool, int] = {}
     kinds_left = {is_split(item[4]) for item in ranked}
     for _, index, _, whole, graph, cost in ranked:
         if len(candidates) >= config.max_candidates and kinds_proved >= kinds_left:
             break  # enough, and the best of each program shape (one kernel, split in two) is in
         if len(candidates) >= config.max_candidates and is_split(graph) in kinds_proved:
             continue
+        if failures.get(is_split(graph), 0) >= MAX_FAILED_PROOFS:
+            continue  # this program shape's proofs keep timing out: spend the time elsewhere
         if time.perf_counter() > deadline and candidates:
             stats.timed_out = True
             break
@@ -347,5 +396,6 @@ def _prove(ranked: list, problem: SearchProblem, config: SearchConfig, stats: Se
             kinds_proved.add(is_split(graph))
         else:
             stats.unknown += 1
+            failures[is_split(graph)] = failures.get(is_split(graph), 0) + 1
             log.debug("not proved (%s): structure %d", verdict, index)
     return candidates

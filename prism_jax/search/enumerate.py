@@ -46,6 +46,9 @@ class EnumerationConfig:
     max_block_ops: int = 11  # ops in the block graph, constants not counted (Mirage's limit)
     max_accumulators: int = 3
     time_limit_s: float = 60.0
+    # deepen at most this many ops past the smallest complete structure of a start point: loops,
+    # accumulators and online-softmax rescaling cost a few ops more than the plain program
+    depth_slack: int = 2
 
 
 @dataclasses.dataclass
@@ -290,9 +293,10 @@ def _phases_ok(ops, values, varying: frozenset[int]) -> bool:
 
 
 def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = EnumerationConfig(),
-                         stats: EnumerationStats | None = None) -> Iterator[BlockStructure]:
+                         stats: EnumerationStats | None = None, only: int | None = None) -> Iterator[BlockStructure]:
     """Complete structures, deterministically, smallest first (iterative deepening: no deep dive
-    into a wrong prefix)."""
+    into a wrong prefix). ``only`` restricts the search to one start point (see
+    :func:`count_start_points`), with the whole time limit: the unit of parallel enumeration."""
     stats = stats if stats is not None else EnumerationStats()
     start = time.perf_counter()
     extender = _Extender(reference, stats)
@@ -336,17 +340,31 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
         # half the time, the others equal shares of what is left (time a start point does not use
         # passes on); iterative deepening within each
         start_points = _start_points(extender, reference)[::-1]
+        if only is not None:
+            start_points = start_points[only:only + 1]
         end = start + config.time_limit_s
         for k, root in enumerate(start_points):
             share = 0.5 if k == 0 and len(start_points) > 1 else 1 / (len(start_points) - k)
             deadline[0] = time.perf_counter() + (end - time.perf_counter()) * share
+            first_found = None
             for depth in range(1, config.max_block_ops + 1):
+                if first_found is not None and depth > first_found + config.depth_slack:
+                    break  # the ladder stops a few ops above the smallest complete structure
+                before = stats.complete
                 yield from expand(root, depth)
+                if first_found is None and stats.complete > before:
+                    first_found = depth
                 if time.perf_counter() > deadline[0]:
                     stats.timed_out = True
                     break
     finally:
         stats.seconds = time.perf_counter() - start
+
+
+def count_start_points(reference: KernelGraph) -> int:
+    """How many start points :func:`enumerate_structures` walks (the empty structure and each
+    combination of the region's prologues), most prologues first."""
+    return 2 ** len(prologues(reference))
 
 
 def _start_points(extender: _Extender, reference: KernelGraph) -> list[_Partial]:

@@ -60,7 +60,7 @@ def _power_of_two_part(n: int) -> int:
     return n & -n if n > 0 else 1
 
 
-EXHAUSTIVE_LIMIT = 1024  # size assignments tried one by one; beyond it, coordinate descent
+EXHAUSTIVE_LIMIT = 256  # size assignments tried one by one; beyond it, coordinate descent
 
 
 def best_sizes(graph: KernelGraph, device: DeviceSpec, fixed: Mapping[str, int], rounds: int = 3) -> Ranked | None:

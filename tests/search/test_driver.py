@@ -168,3 +168,20 @@ def test_symbolize_shares_equal_dims_and_turns_dim_constants_into_symbols():
     inputs = [np.random.default_rng(k).standard_normal(tuple(t.shape)).astype(np.float32)
               for k, t in enumerate(region.input_types)]
     np.testing.assert_array_equal(Interpreter().run(back, *inputs)[0], Interpreter().run(region, *inputs)[0])
+
+
+def test_worker_processes_find_the_same_structures_in_the_same_order():
+    """Enumeration start points run in worker processes; merged in start-point order, the result does
+    not depend on the worker count (no start point runs out of time here)."""
+    from prism_jax.search.driver import SearchStats, _enumerate
+    from prism_jax.search.problem import SearchProblem
+
+    _, _, region = _region("rmsnorm_matmul")
+    core = SearchProblem.of(symbolize(region)[0]).core
+    found = {}
+    for workers in (1, 2):
+        stats = SearchStats()
+        found[workers] = _enumerate(core, SearchConfig(workers=workers, use_cache=False), stats, time.perf_counter(),
+                                    None)
+        assert not stats.timed_out
+    assert found[1] == found[2] and len(found[1]) > 1
