@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from prism_jax.frontend.program import FlatProgram, IrNode, LiteralValue, ScanNode
+from prism_jax.ir.ops import REDUCTIONS
 from prism_jax.ir import (ELEMENTWISE, Attrs, DType, Interpreter, IRError, Mono, Op, OpKind, TensorType,
                           broadcast_shapes, numpy_dtype)
 
@@ -165,10 +166,57 @@ def _is_unit_reshape(src_shape, dst_shape) -> bool:
 
 
 def _sink_unit_reshape(program, node, defs):
-    """op(reshape(x), consts) → reshape(op(x, consts)) for unit-dim reshapes, so reshape chains meet
-    and cancel: ``sum(x, -1)[:, None] / d`` and ``mean(x, -1, keepdims=True)`` become one form."""
+    """op(reshape(x), ...) → reshape(op(x, ...)) for unit-dim reshapes, so reshape chains meet and
+    cancel: ``sum(x, -1)[:, None] / d`` and ``mean(x, -1, keepdims=True)`` become one form, and a
+    softmax computed on a view with an extra unit dim (grouped-query attention) becomes the plain one.
+    Elementwise ops qualify when every operand is a constant or a unit-dim reshape inserting the same
+    dims; reductions when the reduced dims survive the reshape."""
+    if node.kind in REDUCTIONS:
+        return _sink_through_reduction(program, node, defs)
     if node.kind not in ELEMENTWISE:
         return None
+    return _sink_insertions(program, node, defs) or _sink_one_reshape(program, node, defs)
+
+
+def _sink_insertions(program, node, defs):
+    out_type = program.types[node.output]
+    reshaped = {k: defs[v] for k, v in enumerate(node.inputs)
+                if v in defs and defs[v].kind == OpKind.RESHAPE
+                and _is_unit_reshape(program.types[defs[v].inputs[0]].shape, program.types[v].shape)}
+    others = [v for k, v in enumerate(node.inputs) if k not in reshaped]
+    if not reshaped or any(_constant_value(defs, u) is None for u in others):
+        return None
+    widest = max(reshaped, key=lambda k: program.types[reshaped[k].inputs[0]].num_elements)
+    src_shape = program.types[reshaped[widest].inputs[0]].shape
+    positions = _unit_insertions(src_shape, program.types[node.inputs[widest]].shape)
+    if positions is None:
+        return None
+    for k, src in reshaped.items():  # every operand must drop back to the source rank the same way
+        x_shape = program.types[src.inputs[0]].shape
+        if len(x_shape) != len(src_shape) or _place(x_shape, positions, len(out_type.shape)) != \
+                tuple(program.types[node.inputs[k]].shape):
+            return None
+    rank = len(src_shape)
+    extra, inputs = [], []
+    for k, u in enumerate(node.inputs):
+        if k in reshaped:
+            inputs.append(reshaped[k].inputs[0])
+            continue
+        const_type = TensorType((1,) * rank, program.types[u].dtype)
+        c = program.new_value(const_type)
+        extra.append(IrNode(OpKind.CONSTANT, Attrs.of(value=_constant_value(defs, u), shape=const_type.shape,
+                                                      dtype=const_type.dtype), (), c))
+        inputs.append(c)
+    inner_shape = tuple(out_type.shape[p] for p in positions)
+    if _place(inner_shape, positions, len(out_type.shape)) != tuple(out_type.shape):
+        return None
+    inner = program.new_value(out_type.with_shape(inner_shape))
+    extra.append(IrNode(node.kind, node.attrs, tuple(inputs), inner))
+    return extra + [IrNode(OpKind.RESHAPE, Attrs.of(shape=out_type.shape), (inner,), node.output)]
+
+
+def _sink_one_reshape(program, node, defs):
+    """The single-reshape form (inserting or removing unit dims) with constant other operands."""
     out_type = program.types[node.output]
     for k, v in enumerate(node.inputs):
         src = defs.get(v)
@@ -193,6 +241,49 @@ def _sink_unit_reshape(program, node, defs):
         extra.append(IrNode(node.kind, node.attrs, tuple(inputs), inner))
         return extra + [IrNode(OpKind.RESHAPE, Attrs.of(shape=out_type.shape), (inner,), node.output)]
     return None
+
+
+def _sink_through_reduction(program, node, defs):
+    src = defs.get(node.inputs[0])
+    if src is None or src.kind != OpKind.RESHAPE:
+        return None
+    x_shape = program.types[src.inputs[0]].shape
+    dst_shape = program.types[node.inputs[0]].shape
+    positions = _unit_insertions(x_shape, dst_shape) if _is_unit_reshape(x_shape, dst_shape) else None
+    if positions is None or not set(node.attrs["axes"]) <= set(positions):
+        return None
+    axes = tuple(sorted(positions.index(a) for a in node.attrs["axes"]))
+    out_type = program.types[node.output]
+    inner = program.new_value(out_type.with_shape(tuple(1 if i in axes else d for i, d in enumerate(x_shape))))
+    return [IrNode(node.kind, Attrs.of(axes=axes), (src.inputs[0],), inner),
+            IrNode(OpKind.RESHAPE, Attrs.of(shape=out_type.shape), (inner,), node.output)]
+
+
+def _unit_insertions(src_shape, dst_shape) -> list[int] | None:
+    """For a reshape that only inserts size-1 dims: the dst position of each src dim (matched left to
+    right by size); None when it is not such a reshape."""
+    if len(dst_shape) < len(src_shape):
+        return None
+    positions, j = [], 0
+    for d in src_shape:
+        while j < len(dst_shape) and dst_shape[j] != d:
+            if dst_shape[j] != 1:
+                return None
+            j += 1
+        if j == len(dst_shape):
+            return None
+        positions.append(j)
+        j += 1
+    if any(dst_shape[i] != 1 for i in range(j, len(dst_shape))):
+        return None
+    return positions
+
+
+def _place(shape, positions, rank) -> tuple:
+    out = [1] * rank
+    for d, p in zip(shape, positions):
+        out[p] = d
+    return tuple(out)
 
 
 _NEUTRAL = {OpKind.ADD: 0, OpKind.SUB: 0, OpKind.MUL: 1, OpKind.DIV: 1, OpKind.MAX: -math.inf,

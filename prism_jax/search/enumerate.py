@@ -381,24 +381,46 @@ def _start_points(extender: _Extender, reference: KernelGraph) -> list[_Partial]
 
 
 def prologues(reference: KernelGraph) -> list[tuple[Op, ...]]:
-    """Row-local computations on the region's inputs that feed a matmul: the ops (elementwise,
-    reductions, transposes; at least one reduction) between the inputs and a matmul operand, such as
-    the RMSNorm of an activation or of Q and K. A kernel may compute them whole on its input tiles
-    (when the reduced dims are not split, which verification checks), so the enumeration may start
-    from them instead of rebuilding them op by op."""
+    """Row-local computations on the region's inputs (elementwise ops, reductions, transposes; at least
+    one reduction): the ops between the inputs and a matmul operand, such as the RMSNorm of an
+    activation or of Q and K; in a region without matmuls, those between the inputs and a value that an
+    op combines with another input (a normalized tensor mixed into a residual). A kernel may compute
+    them whole on its input tiles (when the reduced dims are not split, which verification checks), so
+    the enumeration may start from them instead of rebuilding them op by op."""
     defining = {op.outputs[0]: op for op in reference.ops}
-    allowed = ELEMENTWISE | REDUCTIONS | SOURCES | {OpKind.TRANSPOSE}
+    matmuls = [op for op in reference.ops if op.kind == OpKind.MATMUL]
+    if matmuls:
+        operands = [v for op in matmuls for v in op.inputs]
+    else:
+        operands = [v for op in reference.ops if len(op.inputs) == 2 for v in op.inputs
+                    if _sources(v, defining) and _sources(op.inputs[0], defining) != _sources(op.inputs[1], defining)
+                    and not _sources(op.inputs[1 - op.inputs.index(v)], defining) <= _sources(v, defining)]
     found: dict[tuple, tuple[Op, ...]] = {}
-    for op in reference.ops:
-        if op.kind != OpKind.MATMUL:
+    for operand in operands:
+        ops = _ancestors(operand, defining)
+        if ops is None or not all(o.kind in _ROW_LOCAL for o in ops):
             continue
-        for operand in op.inputs:
-            ops = _ancestors(operand, defining)
-            if ops is None or not all(o.kind in allowed for o in ops):
-                continue
-            if sum(o.kind not in SOURCES for o in ops) >= 2 and any(o.kind in REDUCTIONS for o in ops):
-                found.setdefault(tuple(o.outputs for o in ops), tuple(o for o in ops if o.kind not in SOURCES))
+        if sum(o.kind not in SOURCES for o in ops) >= 2 and any(o.kind in REDUCTIONS for o in ops):
+            found.setdefault(tuple(o.outputs for o in ops), tuple(o for o in ops if o.kind not in SOURCES))
     return list(found.values())
+
+
+_ROW_LOCAL = ELEMENTWISE | REDUCTIONS | SOURCES | {OpKind.TRANSPOSE}
+
+
+def _sources(value: int, defining: dict) -> frozenset[int]:
+    """The region inputs ``value`` is computed from."""
+    seen, stack, inputs = set(), [value], set()
+    while stack:
+        v = stack.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        if v in defining:
+            stack.extend(defining[v].inputs)
+        else:
+            inputs.add(v)
+    return frozenset(inputs)
 
 
 def _ancestors(value: int, defining: dict) -> list[Op] | None:

@@ -29,31 +29,67 @@ def symbolize(region: KernelGraph) -> tuple[KernelGraph, dict[str, int]]:
                 dims[d] = f"{SYMBOL_PREFIX}{len(dims)}"
     if not dims:
         return region, {}
-    values = tuple(_type(t, dims) for t in region.values)
-    ops = tuple(_op(op, dims) for op in region.ops)
+    sizes = {d: sym(name) for d, name in dims.items()}
+    sizes.update(_products(region, sizes))
+    values = tuple(_type(t, sizes) for t in region.values)
+    ops = tuple(_op(op, sizes) for op in region.ops)
     graph = KernelGraph(region.name, values, region.inputs, region.input_names, ops, region.outputs)
     try:
         validate_kernel_graph(graph)
     except IRError:  # e.g. a reshape that splits a dim: its sizes relate, one symbol each cannot say so
         return region, {}
-    return graph, {name: d for d, name in dims.items()}
+    used = {name for t in values for d in t.shape for name in getattr(d, "free_symbols", ())}
+    return graph, {name: d for d, name in dims.items() if name in used}
 
 
-def _size(d, dims: dict[int, str]):
-    return sym(dims[d]) if isinstance(d, int) and d in dims else d
+def _products(region: KernelGraph, sizes: dict[int, object]) -> dict[int, object]:
+    """A dim that a reshape splits into (or merges from) several dims is their product, so the reshape
+    stays valid for every size: grouped-query attention views [b, 32, 1, D] as [b, 8, 4, D]."""
+    products: dict[int, object] = {}
+    for op in region.ops:
+        if op.kind != OpKind.RESHAPE:
+            continue
+        src = [d for d in region.values[op.inputs[0]].shape if d != 1]
+        dst = [d for d in region.values[op.outputs[0]].shape if d != 1]
+        for whole, parts in _groups(src, dst) + _groups(dst, src):
+            if len(parts) > 1 and whole not in products and whole not in parts:
+                product = sizes[parts[0]]
+                for part in parts[1:]:
+                    product = product * sizes[part]
+                products[whole] = product
+    return products
 
 
-def _type(t: TensorType, dims: dict[int, str]) -> TensorType:
-    return t.with_shape([_size(d, dims) for d in t.shape])
+def _groups(one: list[int], other: list[int]) -> list[tuple[int, list[int]]]:
+    """(a dim of ``one``, the run of ``other``'s dims whose product it is), walking both in order."""
+    groups, j = [], 0
+    for whole in one:
+        run, product = [], 1
+        while j < len(other) and product < whole:
+            run.append(other[j])
+            product *= other[j]
+            j += 1
+        if product != whole:
+            return []
+        groups.append((whole, run))
+    return groups
 
 
-def _op(op: Op, dims: dict[int, str]) -> Op:
+def _size(d, sizes: dict[int, object]):
+    return sizes[d] if isinstance(d, int) and d in sizes else d
+
+
+def _type(t: TensorType, sizes: dict[int, object]) -> TensorType:
+    return t.with_shape([_size(d, sizes) for d in t.shape])
+
+
+def _op(op: Op, sizes: dict[int, object]) -> Op:
     attrs = op.attrs.as_dict()
     if "shape" in attrs:
-        attrs["shape"] = tuple(_size(d, dims) for d in attrs["shape"])
+        attrs["shape"] = tuple(_size(d, sizes) for d in attrs["shape"])
     if op.kind == OpKind.CONSTANT:
         value = attrs["value"]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() \
-                and int(value) in dims:
-            attrs["value"] = sym(dims[int(value)])
+                and int(value) in sizes:
+            attrs["value"] = sizes[int(value)]
     return dataclasses.replace(op, attrs=type(op.attrs).of(attrs))

@@ -95,3 +95,16 @@ def test_reduction_over_leading_axis():
     graph = _single_region(lambda x, w: jnp.sum(x, axis=0) @ w[:, :], X, W)
     reduce_op = next(op for op in graph.ops if op.kind.value == "reduce_sum")
     assert reduce_op.attrs["axes"] == (0,)
+
+
+def test_softmax_on_a_view_with_an_extra_unit_dim_is_the_plain_softmax():
+    """Grouped-query attention computes softmax on [b, h, group, 1, kv]: the unit-dim reshapes sink
+    through the reductions and elementwise ops until they cancel."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 32)), jnp.float32)
+
+    def on_view(x):
+        return jax.nn.softmax(x.reshape(4, 8, 1, 32), axis=-1).reshape(4, 8, 32)
+
+    graph = _single_region(on_view, x)
+    assert "reshape" not in graph.op_counts()
+    assert graph.op_counts() == _single_region(lambda x: jax.nn.softmax(x, axis=-1), x).op_counts()

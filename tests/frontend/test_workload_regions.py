@@ -60,11 +60,10 @@ def test_jnp_and_nnx_regions_are_proved_equal(name):
 
 @pytest.mark.parametrize("name", ["attention", "qknorm_attention"])
 def test_jnp_and_nnx_attention_have_the_same_ops(name):
-    # the nnx version computes softmax on a 5-D [b, h, group=1, q, kv] layout; only reshapes differ
+    # the nnx version computes softmax on a 5-D [b, h, group=1, q, kv] layout: normalization sinks
+    # the unit-dim reshapes through the softmax until they cancel, leaving the jnp region's ops
     jnp_graph, nnx_graph = _regions_both_ways(name)
-    nnx_counts, jnp_counts = nnx_graph.op_counts(), jnp_graph.op_counts()
-    assert nnx_counts.pop("reshape") == jnp_counts.pop("reshape", 0) + 2
-    assert nnx_counts == jnp_counts
+    assert nnx_graph.op_counts() == jnp_graph.op_counts()
 
 
 def test_full_size_rmsnorm_matmul_region():

@@ -11,7 +11,7 @@ import prism_jax
 from prism_jax import workloads
 from prism_jax.ir import Interpreter, OpKind, content_hash, instantiate
 from prism_jax.search import SearchConfig, search_region, symbolize
-from prism_jax.search.split import is_split
+from prism_jax.search.split import CHUNK_NAME, is_split
 
 NO_CACHE = SearchConfig(use_cache=False, progress=False)
 
@@ -90,7 +90,7 @@ def test_attention_finds_the_flash_kernel_and_the_split_kv_program():
     split = found.best
     assert is_split(split.graph) and split.verdict.method == "egraph"
     first, combine = (op.block for op in split.graph.ops if op.kind == OpKind.CUSTOM_KERNEL)
-    assert first.grid_rank == 3 and _kinds(first).count(OpKind.ACCUM_RESCALED_SUM) == 2
+    assert CHUNK_NAME in {str(g) for g in first.grid} and _kinds(first).count(OpKind.ACCUM_RESCALED_SUM) == 2
     assert OpKind.REDUCE_MAX in _kinds(combine) and OpKind.EXP in _kinds(combine)
     _matches_jit("attention", split, found.sizes)
     assert found.stats.seconds["total"] < 120  # the benchmark holds the 60 s target; CI machines vary
