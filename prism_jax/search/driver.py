@@ -67,7 +67,9 @@ class SearchConfig:
     workers: int = 0  # processes for the enumeration; 0: one per core (1: in this process)
 
     def worker_count(self) -> int:
-        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+        if self.workers > 0:
+            return self.workers
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     def device_spec(self) -> DeviceSpec:
         if self.device == HOST:
