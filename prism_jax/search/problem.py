@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from prism_jax.ir import KernelGraph, KernelGraphBuilder, Op, OpKind
+from prism_jax.ir import (Attrs, BlockGraph, BlockGraphBuilder, DType, KernelGraph, KernelGraphBuilder, Op, OpKind,
+                          TensorType, validate_kernel_graph)
 
 VIEW_KINDS = frozenset({OpKind.RESHAPE})
 
@@ -21,9 +22,14 @@ class SearchProblem:
     views: tuple[Op, ...]  # the reference's ops that only re-view its inputs
     core_sources: tuple[int, ...]  # reference value read as each core input
     output_views: tuple[Op | None, ...] = ()  # per output: the reshape that re-views it, if any
+    # the core computes in float32 with its float converts erased (bf16/f16 regions upcast around
+    # reductions); kernels then convert tiles at load and store. Proofs hold up to float rounding.
+    converts_erased: bool = False
 
     @staticmethod
-    def of(reference: KernelGraph) -> "SearchProblem":
+    def of(region: KernelGraph) -> "SearchProblem":
+        widened = _in_float32(region)
+        reference = widened or region
         viewed = set(reference.inputs)
         views = []
         for op in reference.ops:
@@ -39,7 +45,14 @@ class SearchProblem:
         sources = tuple(v for v in (*reference.inputs, *(op.outputs[0] for op in views)) if v in read)
         core = _core(reference, sources, computed, outputs)
         kept = _needed_views(views, sources)
-        return SearchProblem(reference, core, kept, sources, output_views)
+        return SearchProblem(region, core, kept, sources, output_views, widened is not None)
+
+    def _output_type(self, candidate: KernelGraph, value: int) -> TensorType:
+        """The region's type for the candidate output ``value`` (before any output view)."""
+        k = candidate.outputs.index(value)
+        view = self.output_views[k] if k < len(self.output_views) else None
+        region_value = view.inputs[0] if view is not None else self.reference.outputs[k]
+        return self.reference.values[region_value]
 
     def assemble(self, candidate: KernelGraph) -> KernelGraph:
         """The whole region's program: the reference's inputs, its views, then ``candidate`` (a program
@@ -47,12 +60,17 @@ class SearchProblem:
         kb = KernelGraphBuilder(candidate.name)
         env = {v: kb.input(t, name) for v, t, name in zip(self.reference.inputs, self.reference.input_types,
                                                           self.reference.input_names)}
-        for op in self.views:
+        for op in self.views:  # on the region's own (possibly 16-bit) inputs
             env[op.outputs[0]] = kb.op(op.kind, env[op.inputs[0]], **op.attrs.as_dict())
         inner = {cv: env[src] for cv, src in zip(candidate.inputs, self.core_sources)}
+        final = {v for v in candidate.outputs}
         for op in candidate.ops:
             if op.kind == OpKind.CUSTOM_KERNEL:
-                outs = kb.custom_kernel(op.block, *(inner[v] for v in op.inputs))
+                block = op.block
+                if self.converts_erased:
+                    stores = [self._output_type(candidate, v) if v in final else None for v in op.outputs]
+                    block = _with_tile_converts(block, [kb.type_of(inner[v]) for v in op.inputs], stores)
+                outs = kb.custom_kernel(block, *(inner[v] for v in op.inputs))
             else:
                 outs = (kb.op(op.kind, *(inner[v] for v in op.inputs), **op.attrs.as_dict()),)
             inner.update(zip(op.outputs, outs))
@@ -61,6 +79,55 @@ class SearchProblem:
             if view is not None:
                 results[k] = kb.op(view.kind, results[k], **view.attrs.as_dict())
         return kb.build(results)
+
+
+def _in_float32(graph: KernelGraph) -> KernelGraph | None:
+    """``graph`` with its float converts dropped (readers read the unconverted value) and every float
+    value in float32, value ids kept; None when it already is so."""
+    converts = {op.outputs[0]: op.inputs[0] for op in graph.ops if op.kind == OpKind.CONVERT
+                and op.attrs["dtype"].is_float and graph.values[op.inputs[0]].dtype.is_float}
+    if not converts and all(t.dtype == DType.FLOAT32 for t in graph.values if t.dtype.is_float):
+        return None
+
+    def source(v: int) -> int:
+        while v in converts:
+            v = converts[v]
+        return v
+
+    values = tuple(t.with_dtype(DType.FLOAT32) if t.dtype.is_float else t for t in graph.values)
+    ops = []
+    for op in graph.ops:
+        if op.outputs[0] in converts:
+            continue
+        attrs = op.attrs.as_dict()
+        if op.kind == OpKind.CONSTANT and attrs["dtype"].is_float:
+            attrs["dtype"] = DType.FLOAT32
+        ops.append(dataclasses.replace(op, inputs=tuple(source(v) for v in op.inputs), attrs=Attrs.of(attrs)))
+    widened = KernelGraph(graph.name, values, graph.inputs, graph.input_names, tuple(ops),
+                          tuple(source(v) for v in graph.outputs))
+    validate_kernel_graph(widened)
+    return widened
+
+
+def _with_tile_converts(block: BlockGraph, source_types: list[TensorType],
+                        stores: list[TensorType | None]) -> BlockGraph:
+    """``block`` (computing in float32) reading sources of other float types: each such tile is
+    converted to float32 after its load, and each output with a ``stores`` type before its store."""
+    bb = BlockGraphBuilder(block.grid, block.forloop)
+    env: dict[int, int] = {}
+    for inp in block.inputs:
+        value = bb.input(inp.source, source_types[inp.source], inp.imap, inp.fmap)
+        if source_types[inp.source].dtype != block.values[inp.value].dtype:
+            value = bb.op(OpKind.CONVERT, value, dtype=block.values[inp.value].dtype)
+        env[inp.value] = value
+    for op in block.ops:
+        env[op.outputs[0]] = bb.op(op.kind, *(env[v] for v in op.inputs), **op.attrs.as_dict())
+    for out, store in zip(block.outputs, stores):
+        value = env[out.value]
+        if store is not None and store.dtype != bb.type_of(value).dtype:
+            value = bb.op(OpKind.CONVERT, value, dtype=store.dtype)
+        bb.output(value, out.omap)
+    return bb.build(source_types)
 
 
 def _output_views(reference: KernelGraph, input_views: set[int]) -> tuple[Op | None, ...]:

@@ -185,3 +185,23 @@ def test_worker_processes_find_the_same_structures_in_the_same_order():
                                     None)
         assert not stats.timed_out
     assert found[1] == found[2] and len(found[1]) > 1
+
+
+@pytest.mark.parametrize("name", ["swiglu", "rmsnorm_matmul"])
+def test_bfloat16_regions_are_searched_in_float32_and_convert_tiles_at_load_and_store(name):
+    """A bf16 region upcasts around its reductions: the search works on its float32 form with those
+    converts erased; the kernel loads bf16 tiles, computes in float32 and stores bf16."""
+    wl = workloads.get_workload(name)
+    args = wl.make_args(wl.shapes[0], "bfloat16", 0)
+    found = search_region(prism_jax.trace(wl.fn, *args).regions[0].graph, NO_CACHE)
+    best = found.best
+    block = _fused_block(best)
+    assert "float converts erased" in best.verdict.detail
+    assert all(str(block.values[i.value].dtype) in ("bfloat16", "DType.BFLOAT16") for i in block.inputs)
+    assert OpKind.CONVERT in _kinds(block) and OpKind.ACCUM_SUM in _kinds(block)
+    assert best.graph.output_types[0].dtype == found.reference.output_types[0].dtype
+    extents = {symbol: 2 for op in best.graph.ops if op.kind == OpKind.CUSTOM_KERNEL
+               for extent in (*op.block.grid, op.block.forloop) for symbol in getattr(extent, "free_symbols", ())}
+    (got,) = Interpreter().run(instantiate(best.graph, {**found.sizes, **extents}), *(np.asarray(a) for a in args))
+    want = np.asarray(jax.jit(wl.fn)(*args), np.float32)
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=5e-2, atol=5e-2)
