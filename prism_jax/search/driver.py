@@ -299,6 +299,7 @@ def _enumerate(core: KernelGraph, config: SearchConfig, stats: SearchStats, star
         enum_config = EnumerationConfig(config.max_block_ops, config.max_accumulators, budget, config.depth_slack)
         structures = list(itertools.islice(enumerate_structures(core, enum_config, stats.enumeration),
                                            config.max_structures))
+    structures = list(dict.fromkeys(structures))  # start points in other processes may meet the same one
     if progress:
         progress("enumerate", len(structures), len(structures))
     stats.structures = len(structures)

@@ -306,6 +306,7 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
     first_op = extender.num_inputs + len(extender.leaves)
 
     deadline = [start + config.time_limit_s]
+    yielded: set[BlockStructure] = set()
 
     def expand(partial: _Partial, depth: int) -> Iterator[BlockStructure]:
         if time.perf_counter() > deadline[0]:
@@ -332,7 +333,9 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
                     outputs = _complete(child, first_op, num_outputs)
                     if outputs is not None:
                         stats.complete += 1
-                        yield _structure(child, outputs, extender.num_inputs, extender.leaves)
+                        structure = _structure(child, outputs, extender.num_inputs, extender.leaves)
+                        yielded.add(structure)
+                        yield structure
                 yield from expand(child, depth)
 
     try:
@@ -340,10 +343,21 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
         # half the time, the others equal shares of what is left (time a start point does not use
         # passes on); iterative deepening within each
         start_points = _start_points(extender, reference)[::-1]
+        seed = extender.with_prologues(extender.start(), [tuple(op for op in reference.ops if op.kind not in SOURCES)])
+        start_points.append(seed)  # last: the region itself as one kernel, complete without enumeration
         if only is not None:
             start_points = start_points[only:only + 1]
         end = start + config.time_limit_s
         for k, root in enumerate(start_points):
+            if root is None:
+                continue
+            if root is seed:
+                outputs = _complete(root, first_op, num_outputs)
+                structure = _structure(root, outputs, extender.num_inputs, extender.leaves) if outputs else None
+                if structure is not None and structure not in yielded:  # the enumeration may have built it
+                    stats.complete += 1
+                    yield structure
+                continue
             share = 0.5 if k == 0 and len(start_points) > 1 else 1 / (len(start_points) - k)
             deadline[0] = time.perf_counter() + (end - time.perf_counter()) * share
             first_found = None
@@ -362,9 +376,9 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
 
 
 def count_start_points(reference: KernelGraph) -> int:
-    """How many start points :func:`enumerate_structures` walks (the empty structure and each
-    combination of the region's prologues), most prologues first."""
-    return 2 ** len(prologues(reference))
+    """How many start points :func:`enumerate_structures` walks (each combination of the region's
+    prologues, most prologues first, down to the empty structure; then the region itself as the seed)."""
+    return 2 ** len(prologues(reference)) + 1
 
 
 def _start_points(extender: _Extender, reference: KernelGraph) -> list[_Partial]:

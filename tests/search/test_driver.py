@@ -205,3 +205,14 @@ def test_bfloat16_regions_are_searched_in_float32_and_convert_tiles_at_load_and_
     (got,) = Interpreter().run(instantiate(best.graph, {**found.sizes, **extents}), *(np.asarray(a) for a in args))
     want = np.asarray(jax.jit(wl.fn)(*args), np.float32)
     np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.slow
+def test_matmul_free_region_is_fused_from_the_region_itself():
+    """ntrans (two RMSNorms and a residual mix, no matmul): the region as one kernel seeds the search,
+    so a fused kernel is found and proved even when the enumeration finds nothing in its time."""
+    _, _, region = _region("ntrans")
+    found = search_region(region, SearchConfig(time_limit_s=12, use_cache=False, progress=False))
+    block = _fused_block(found.best)
+    assert _kinds(block).count(OpKind.RSQRT) == 2 and found.best.verdict.method == "egraph"
+    _matches_jit("ntrans", found.best, found.sizes)
