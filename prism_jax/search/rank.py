@@ -65,7 +65,7 @@ EXHAUSTIVE_LIMIT = 256  # size assignments tried one by one; beyond it, coordina
 
 def best_sizes(graph: KernelGraph, device: DeviceSpec, fixed: Mapping[str, int], rounds: int = 3) -> Ranked | None:
     """The cheapest size assignment: every combination when there are few, else coordinate descent
-    from the smallest and from the largest extents (None when nothing fits on chip)."""
+    from the smallest, the largest and the middle extents (None when nothing fits on chip)."""
     options = size_options(graph, fixed, MIN_MATMUL_TILE if device.kind == "gpu" else 1)
     names = sorted(options)
     if math.prod(len(options[n]) for n in names) <= EXHAUSTIVE_LIMIT:
@@ -73,8 +73,8 @@ def best_sizes(graph: KernelGraph, device: DeviceSpec, fixed: Mapping[str, int],
                       for values in itertools.product(*(options[n] for n in names)))
         return min((c for c in candidates if c is not None), key=lambda c: c.key, default=None)
     best = None
-    for pick in (0, -1):
-        found = _descend(graph, device, {**fixed, **{n: v[pick] for n, v in options.items()}}, options, rounds)
+    for pick in (lambda v: v[0], lambda v: v[-1], lambda v: v[len(v) // 2]):  # smallest, largest, middle
+        found = _descend(graph, device, {**fixed, **{n: pick(v) for n, v in options.items()}}, options, rounds)
         if found is not None and (best is None or found.key < best.key):
             best = found
     return best
