@@ -309,17 +309,27 @@ def _enumerate(core: KernelGraph, config: SearchConfig, stats: SearchStats, star
 
 def _enumerate_in_processes(core: KernelGraph, config: SearchConfig, budget_s: float, points: int, workers: int,
                             stats: SearchStats) -> list:
-    """One start point per worker process, results merged in start-point order (deterministic for a
-    given worker count; the same structures for any count whenever no start point runs out of time).
-    The first start point (every prologue: the smallest programs) has a worker and the whole budget;
-    the others share the remaining workers' time."""
-    shares = [budget_s] + [budget_s * (workers - 1) / (points - 1)] * (points - 1)
-    tasks = [pickle.dumps((core, EnumerationConfig(config.max_block_ops, config.max_accumulators, share, config.depth_slack), k,
-                           config.max_structures)) for k, share in enumerate(shares)]
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # each thread feeds and drains one worker
-        results = list(pool.map(_run_worker, range(points), tasks))
+    """Start points spread over worker processes, results merged in start-point order (deterministic
+    for a given worker count; the same structures for any count whenever no start point runs out of
+    time). The first worker runs the seed (start point 0, instant) and the start point with every
+    prologue (the smallest programs) with the whole budget; the others share the remaining points."""
+    tasks: list[list] = [[] for _ in range(workers)]
+    rest = list(range(2, points))
+    for k in range(min(2, points)):
+        tasks[0].append((k, budget_s))
+    for j, k in enumerate(rest):
+        per_worker = -(-len(rest) // (workers - 1))
+        tasks[1 + j % (workers - 1)].append((k, budget_s / per_worker))
+    payloads = [pickle.dumps([(core, EnumerationConfig(config.max_block_ops, config.max_accumulators, share,
+                                                       config.depth_slack), k, config.max_structures)
+                              for k, share in batch]) for batch in tasks if batch]
+    with concurrent.futures.ThreadPoolExecutor(len(payloads)) as pool:  # each thread feeds and drains one worker
+        batches = list(pool.map(_run_worker, payloads))
+    by_point = {k: result for batch, results in zip([b for b in tasks if b], batches)
+                for (k, _), result in zip(batch, results)}
     structures = []
-    for found, part in results:
+    for k in sorted(by_point):
+        found, part = by_point[k]
         structures.extend(found)
         for field in dataclasses.fields(EnumerationStats):
             value, merged = getattr(part, field.name), getattr(stats.enumeration, field.name)
@@ -327,12 +337,12 @@ def _enumerate_in_processes(core: KernelGraph, config: SearchConfig, budget_s: f
     return structures[:config.max_structures]
 
 
-def _run_worker(index: int, task: bytes):
+def _run_worker(payload: bytes) -> list:
     process = subprocess.Popen([sys.executable, "-m", "prism_jax.search.worker"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = process.communicate(task)
+    out, err = process.communicate(payload)
     if process.returncode != 0:
-        raise RuntimeError(f"search worker for start point {index} failed:\n{err.decode(errors='replace')}")
+        raise RuntimeError(f"search worker failed:\n{err.decode(errors='replace')}")
     return pickle.loads(out)
 
 
@@ -342,7 +352,7 @@ def _screen(structures: list, core: KernelGraph, grid_ranks: tuple[int, ...], st
     fingerprint = FingerprintVerifier(FingerprintConfig(trials=1))  # a filter: the e-graph has the last word
     survivors = []
     for index, structure in enumerate(structures):
-        if time.perf_counter() > deadline:
+        if time.perf_counter() > deadline and survivors:  # past the deadline only while nothing survived
             stats.timed_out = True
             break
         if progress:

@@ -331,9 +331,9 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
                     continue
                 if remaining == 0:
                     outputs = _complete(child, first_op, num_outputs)
-                    if outputs is not None:
+                    structure = _structure(child, outputs, extender.num_inputs, extender.leaves) if outputs else None
+                    if structure is not None and structure not in yielded:  # the seed may be the same
                         stats.complete += 1
-                        structure = _structure(child, outputs, extender.num_inputs, extender.leaves)
                         yielded.add(structure)
                         yield structure
                 yield from expand(child, depth)
@@ -342,9 +342,10 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
         # the start points with the most prologues first (the smallest programs to find): the first gets
         # half the time, the others equal shares of what is left (time a start point does not use
         # passes on); iterative deepening within each
-        start_points = _start_points(extender, reference)[::-1]
         seed = extender.with_prologues(extender.start(), [tuple(op for op in reference.ops if op.kind not in SOURCES)])
-        start_points.append(seed)  # last: the region itself as one kernel, complete without enumeration
+        # first the seed (the region itself as one kernel, complete without enumeration, so the plain fused
+        # kernel is always screened), then the prologue combinations, most prologues first
+        start_points = [seed] + _start_points(extender, reference)[::-1]
         if only is not None:
             start_points = start_points[only:only + 1]
         end = start + config.time_limit_s
@@ -354,11 +355,12 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
             if root is seed:
                 outputs = _complete(root, first_op, num_outputs)
                 structure = _structure(root, outputs, extender.num_inputs, extender.leaves) if outputs else None
-                if structure is not None and structure not in yielded:  # the enumeration may have built it
+                if structure is not None:
                     stats.complete += 1
+                    yielded.add(structure)
                     yield structure
                 continue
-            share = 0.5 if k == 0 and len(start_points) > 1 else 1 / (len(start_points) - k)
+            share = 0.5 if k == 1 and len(start_points) > 2 else 1 / (len(start_points) - k)
             deadline[0] = time.perf_counter() + (end - time.perf_counter()) * share
             first_found = None
             for depth in range(1, config.max_block_ops + 1):
@@ -376,8 +378,8 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
 
 
 def count_start_points(reference: KernelGraph) -> int:
-    """How many start points :func:`enumerate_structures` walks (each combination of the region's
-    prologues, most prologues first, down to the empty structure; then the region itself as the seed)."""
+    """How many start points :func:`enumerate_structures` walks: the region itself as a seed, then each
+    combination of the region's prologues, most prologues first, down to the empty structure."""
     return 2 ** len(prologues(reference)) + 1
 
 

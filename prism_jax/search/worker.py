@@ -1,5 +1,6 @@
-"""A worker process of the parallel enumeration: ``python -m prism_jax.search.worker`` reads one
-pickled task on stdin and writes the pickled result on stdout.
+"""A worker process of the parallel enumeration: ``python -m prism_jax.search.worker`` reads a pickled
+list of tasks on stdin, runs them in order and writes the pickled list of results on stdout (one
+process per worker, not per task: starting one costs a second or two).
 
 Workers are plain subprocesses rather than ``multiprocessing`` children, so a user's script needs no
 ``if __name__ == "__main__"`` guard (``spawn`` would re-run it) and a parent running JAX's threads is
@@ -21,9 +22,9 @@ def enumerate_start_point(core, config: EnumerationConfig, index: int, limit: in
 
 
 def main() -> None:
-    core, config, index, limit = pickle.load(sys.stdin.buffer)
-    result = enumerate_start_point(core, config, index, limit)
-    sys.stdout.buffer.write(pickle.dumps(result))
+    tasks = pickle.load(sys.stdin.buffer)
+    results = [enumerate_start_point(*task) for task in tasks]
+    sys.stdout.buffer.write(pickle.dumps(results))
     sys.stdout.buffer.flush()
 
 
