@@ -292,7 +292,7 @@ def _enumerate(core: KernelGraph, config: SearchConfig, stats: SearchStats, star
                progress: Progress | None) -> list:
     budget = config.time_limit_s * config.enumeration_share
     points = count_start_points(core)
-    workers = min(config.worker_count(), points)
+    workers = min(config.worker_count(), points - 1)  # the seed (start point 0) shares the first worker
     if workers > 1:
         structures = _enumerate_in_processes(core, config, budget, points, workers, stats)
     else:
