@@ -40,13 +40,17 @@ def _kinds(block):
     return [op.kind for op in block.ops]
 
 
+def _extents_of_two(graph):
+    """Every grid and loop extent 2, so blocks and iterations really combine."""
+    return {symbol: 2 for op in graph.ops if op.kind == OpKind.CUSTOM_KERNEL
+            for extent in (*op.block.grid, op.block.forloop) for symbol in getattr(extent, "free_symbols", ())}
+
+
 def _matches_jit(name, candidate, sizes):
     """Run the candidate (grid and loop extents 2, so blocks and iterations really combine) at the
     region's shape through the reference interpreter and compare with jax.jit."""
     wl, args, _ = _region(name)
-    extents = {symbol: 2 for op in candidate.graph.ops if op.kind == OpKind.CUSTOM_KERNEL
-               for extent in (*op.block.grid, op.block.forloop) for symbol in getattr(extent, "free_symbols", ())}
-    concrete = instantiate(candidate.graph, {**sizes, **extents})
+    concrete = instantiate(candidate.graph, {**sizes, **_extents_of_two(candidate.graph)})
     (got,) = Interpreter().run(concrete, *(np.asarray(a) for a in args))
     np.testing.assert_allclose(got, jax.jit(wl.fn)(*args), rtol=2e-4, atol=2e-5)
 
@@ -200,9 +204,8 @@ def test_bfloat16_regions_are_searched_in_float32_and_convert_tiles_at_load_and_
     assert all(str(block.values[i.value].dtype) in ("bfloat16", "DType.BFLOAT16") for i in block.inputs)
     assert OpKind.CONVERT in _kinds(block) and OpKind.ACCUM_SUM in _kinds(block)
     assert best.graph.output_types[0].dtype == found.reference.output_types[0].dtype
-    extents = {symbol: 2 for op in best.graph.ops if op.kind == OpKind.CUSTOM_KERNEL
-               for extent in (*op.block.grid, op.block.forloop) for symbol in getattr(extent, "free_symbols", ())}
-    (got,) = Interpreter().run(instantiate(best.graph, {**found.sizes, **extents}), *(np.asarray(a) for a in args))
+    concrete = instantiate(best.graph, {**found.sizes, **_extents_of_two(best.graph)})
+    (got,) = Interpreter().run(concrete, *(np.asarray(a) for a in args))
     want = np.asarray(jax.jit(wl.fn)(*args), np.float32)
     np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=5e-2, atol=5e-2)
 
