@@ -75,9 +75,9 @@ def map_assignments(structure: BlockStructure, reference: KernelGraph, grid_rank
     # without an accumulator nothing may vary with the loop: a per-iteration value could not be stored
     accumulates = any(kind in ACCUMULATORS for kind, _, _ in structure.ops)
 
-    def inputs_from(k: int, chosen: list, tiles: list) -> Iterator[list]:
+    def inputs_from(k: int, chosen: list, tiles: list) -> Iterator[tuple[list, list]]:
         if k == structure.num_inputs:
-            yield chosen
+            yield chosen, tiles
             return
         for grid_dims in _grid_choices(types[k].rank, grid_rank):
             for loop in (None, *range(types[k].rank)) if accumulates else (None,):
@@ -88,10 +88,9 @@ def map_assignments(structure: BlockStructure, reference: KernelGraph, grid_rank
                 if extended is not None:
                     yield from inputs_from(k + 1, trial, extended)
 
-    for chosen in inputs_from(0, [], [None] * (structure.num_inputs + len(structure.ops))):
+    for chosen, tiles in inputs_from(0, [], [None] * (structure.num_inputs + len(structure.ops))):
         if any(all(g[p] is None for g, _ in chosen) for p in range(grid_rank)):
             continue
-        tiles = _replay(structure, types, chosen, grid)
         options = [[dims for dims in _grid_choices(tiles[v].rank, grid_rank)
                     if _assembled(tiles[v], dims, grid) == reference.output_types[k]]
                    for k, v in enumerate(structure.outputs)]
@@ -122,9 +121,9 @@ def parallel_assignments(structure: BlockStructure, reference: KernelGraph,
             first_read.setdefault(a, i)
     order = sorted(range(structure.num_inputs), key=lambda k: (first_read.get(k, len(structure.ops)), k))
 
-    def inputs_from(position: int, placed: tuple, chosen: dict, tiles: list, loop_size) -> Iterator[dict]:
+    def inputs_from(position: int, placed: tuple, chosen: dict, tiles: list, loop_size) -> Iterator[tuple[dict, list]]:
         if position == structure.num_inputs:
-            yield chosen
+            yield chosen, tiles
             return
         k = order[position]
         shape = types[k].shape
@@ -143,11 +142,10 @@ def parallel_assignments(structure: BlockStructure, reference: KernelGraph,
 
     for placed in itertools.combinations(placeable, grid_rank):
         start = [None] * (structure.num_inputs + len(structure.ops))
-        for by_input in inputs_from(0, placed, {}, start, None):
+        for by_input, tiles in inputs_from(0, placed, {}, start, None):
             chosen = [by_input[k] for k in range(structure.num_inputs)]
             if any(all(g[p] is None for g, _ in chosen) for p in range(grid_rank)):
                 continue
-            tiles = _replay(structure, types, chosen, grid)
             first = tuple(placed)
             if _assembled(tiles[structure.outputs[0]], first, grid) != first_out:
                 continue
@@ -177,16 +175,6 @@ def _with_input(structure: BlockStructure, tiles: list, k: int, tile: TensorType
             if out is None:
                 return None
             tiles[n + i] = out
-    return tiles
-
-
-def _replay(structure: BlockStructure, types: Sequence[TensorType], chosen: Sequence, grid) -> list:
-    """Tile types of every value for a complete input assignment."""
-    tiles: list = [None] * (structure.num_inputs + len(structure.ops))
-    for k, (grid_dims, loop_dim) in enumerate(chosen):
-        tiles = _with_input(structure, tiles, k, _tile(types[k], tuple(grid_dims), loop_dim, tuple(grid)))
-        if tiles is None:
-            raise IRError("tile shapes disagree")
     return tiles
 
 
