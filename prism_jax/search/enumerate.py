@@ -34,9 +34,9 @@ from prism_jax.ir.ops import ACCUMULATORS, ELEMENTWISE, REDUCTIONS, SOURCES, ari
 
 # binary ops whose operands may be swapped (broadcasting is symmetric too)
 COMMUTATIVE = frozenset({OpKind.ADD, OpKind.MUL, OpKind.MAX, OpKind.MIN, OpKind.AND, OpKind.OR, OpKind.EQ, OpKind.NE})
-from prism_jax.search.maps import BlockStructure
+from prism_jax.search.maps import BlockStructure, resolve_maps
 from prism_jax.verify import AbstractTarget
-from prism_jax.verify.egraph import Encoder, EncodingError, broadcast_copies, term_key, unit_dims
+from prism_jax.verify.egraph import Encoder, EncodingError, Ten, broadcast_copies, term_key, unit_dims
 
 _STRUCTURAL = frozenset({OpKind.RESHAPE, OpKind.BROADCAST, OpKind.CONCAT, OpKind.SLICE, OpKind.CUSTOM_KERNEL})
 
@@ -135,7 +135,7 @@ class _Extender:
         return _Partial((), (), tuple(values), frozenset(), frozenset(), 0)
 
     def _source(self, k: int, t: TensorType) -> _Value:
-        term = self.encoder.leaf(f"in{k}", lambda: _input_term(k))
+        term = self.encoder.leaf(f"in{k}", lambda: Ten.input(f"in{k}"))
         units = tuple(d == 1 for d in t.shape)
         copies = (False,) * t.rank
         return _Value(t, units, copies, term, term_key(term), frozenset({k}), False, -1, None,
@@ -273,12 +273,6 @@ def _exp_is_guarded(reference: KernelGraph) -> bool:
     return bool(exps) and all(defining.get(op.inputs[0]) == OpKind.SUB for op in exps)
 
 
-def _input_term(k: int):
-    from prism_jax.verify.egraph import Ten
-
-    return Ten.input(f"in{k}")
-
-
 def _phases_ok(ops, values, varying: frozenset[int]) -> bool:
     """No op mixes a per-iteration value with an after-loop one; no accumulator reads an after-loop
     value (rechecked for every op because accumulators make more inputs loop-varying)."""
@@ -308,6 +302,15 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
     deadline = [start + config.time_limit_s]
     yielded: set[BlockStructure] = set()
 
+    def emit(partial: _Partial) -> Iterator[BlockStructure]:
+        """``partial`` as a structure when it is complete and new (the seed may equal an enumerated one)."""
+        outputs = _complete(partial, first_op, num_outputs)
+        structure = _structure(partial, outputs, extender.num_inputs, extender.leaves) if outputs else None
+        if structure is not None and structure not in yielded:
+            stats.complete += 1
+            yielded.add(structure)
+            yield structure
+
     def expand(partial: _Partial, depth: int) -> Iterator[BlockStructure]:
         if time.perf_counter() > deadline[0]:
             return
@@ -315,10 +318,10 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
         remaining = depth - (len(partial.ops) - partial.fixed) - 1  # ops still to add after the next one
         if remaining < 0:
             return
+        operands = [v for v in range(len(partial.values)) if v not in partial.hidden]
         for kind, attrs, attrs_text in alphabet:
             if kind in ACCUMULATORS and partial.accumulators >= config.max_accumulators:
                 continue
-            operands = [v for v in range(len(partial.values)) if v not in partial.hidden]
             for args in _argument_tuples(kind, operands, has_square):
                 if kind in ACCUMULATORS and not _accumulates_partials(kind, args, partial):
                     stats.pruned_order += 1
@@ -330,21 +333,15 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
                     stats.pruned_liveness += 1
                     continue
                 if remaining == 0:
-                    outputs = _complete(child, first_op, num_outputs)
-                    structure = _structure(child, outputs, extender.num_inputs, extender.leaves) if outputs else None
-                    if structure is not None and structure not in yielded:  # the seed may be the same
-                        stats.complete += 1
-                        yielded.add(structure)
-                        yield structure
+                    yield from emit(child)
                 yield from expand(child, depth)
 
     try:
-        # the start points with the most prologues first (the smallest programs to find): the first gets
-        # half the time, the others equal shares of what is left (time a start point does not use
-        # passes on); iterative deepening within each
-        seed = extender.with_prologues(extender.start(), [tuple(op for op in reference.ops if op.kind not in SOURCES)])
         # first the seed (the region itself as one kernel, complete without enumeration, so the plain fused
-        # kernel is always screened), then the prologue combinations, most prologues first
+        # kernel is always screened), then the prologue combinations, most prologues first (the smallest
+        # programs to find): that one gets half the time, the others equal shares of what is left (time a
+        # start point does not use passes on); iterative deepening within each
+        seed = extender.with_prologues(extender.start(), [tuple(op for op in reference.ops if op.kind not in SOURCES)])
         start_points = [seed] + _start_points(extender, reference)[::-1]
         if only is not None:
             start_points = start_points[only:only + 1]
@@ -353,12 +350,7 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
             if root is None:
                 continue
             if root is seed:
-                outputs = _complete(root, first_op, num_outputs)
-                structure = _structure(root, outputs, extender.num_inputs, extender.leaves) if outputs else None
-                if structure is not None:
-                    stats.complete += 1
-                    yielded.add(structure)
-                    yield structure
+                yield from emit(root)
                 continue
             share = 0.5 if k == 1 and len(start_points) > 2 else 1 / (len(start_points) - k)
             deadline[0] = time.perf_counter() + (end - time.perf_counter()) * share
@@ -407,10 +399,12 @@ def prologues(reference: KernelGraph) -> list[tuple[Op, ...]]:
     matmuls = [op for op in reference.ops if op.kind == OpKind.MATMUL]
     if matmuls:
         operands = [v for op in matmuls for v in op.inputs]
-    else:
-        operands = [v for op in reference.ops if len(op.inputs) == 2 for v in op.inputs
-                    if _sources(v, defining) and _sources(op.inputs[0], defining) != _sources(op.inputs[1], defining)
-                    and not _sources(op.inputs[1 - op.inputs.index(v)], defining) <= _sources(v, defining)]
+    else:  # operands of a binary op whose other operand brings in another input
+        operands = []
+        for op in (op for op in reference.ops if len(op.inputs) == 2):
+            first, second = (_sources(v, defining) for v in op.inputs)
+            operands += [v for v, own, other in zip(op.inputs, (first, second), (second, first))
+                         if own and not other <= own]
     found: dict[tuple, tuple[Op, ...]] = {}
     for operand in operands:
         ops = _ancestors(operand, defining)
@@ -451,8 +445,7 @@ def _ancestors(value: int, defining: dict) -> list[Op] | None:
         if defining[v].kind == OpKind.MATMUL:
             return None
         stack.extend(defining[v].inputs)
-    order = sorted(seen, key=lambda v: list(defining).index(v))
-    return [defining[v] for v in order]
+    return [op for op in defining.values() if op.outputs[0] in seen]  # the region's order
 
 
 def _argument_tuples(kind: OpKind, operands: list[int], square: bool) -> Iterator[tuple[int, ...]]:
@@ -548,8 +541,6 @@ def find_fused_kernels(reference: KernelGraph, grid_rank: int, config: Enumerati
                        max_structures: int = 50, stats: EnumerationStats | None = None) -> list[FusedKernel]:
     """Single-custom-kernel programs for ``reference``: enumerated structures whose maps resolve to a
     proved candidate (every proved map assignment is kept, in enumeration order)."""
-    from prism_jax.search.maps import resolve_maps
-
     found = []
     for k, structure in enumerate(enumerate_structures(reference, config, stats)):
         if k >= max_structures:
