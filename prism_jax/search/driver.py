@@ -78,6 +78,9 @@ class SearchConfig:
             raise ValueError(f"SearchConfig.device={self.device!r}: use 'host' or one of {sorted(GPUS)}")
         return GPUS[self.device]
 
+    def enumeration_config(self, time_limit_s: float) -> EnumerationConfig:
+        return EnumerationConfig(self.max_block_ops, self.max_accumulators, time_limit_s, self.depth_slack)
+
     def key_fields(self) -> dict:
         """The fields that change what a search finds (the cache key includes them)."""
         return {"max_block_ops": self.max_block_ops, "max_accumulators": self.max_accumulators,
@@ -233,11 +236,12 @@ def _to_cache(found: RegionSearch) -> dict:
 def _from_cache(stored: dict, symbolic: KernelGraph, sizes: dict[str, int],
                 config: SearchConfig) -> RegionSearch | None:
     """Cached candidates re-ranked at this region's shapes; None when the entry does not read back."""
+    device = config.device_spec()
     try:
         candidates = []
         for item in stored["candidates"]:
             graph = from_json(item["graph"])
-            cost = best_sizes(graph, config.device_spec(), sizes)
+            cost = best_sizes(graph, device, sizes)
             if cost is None:
                 continue
             verdict = Verdict(Status.EQUAL, item["method"], item["proof_seconds"], item["detail"])
@@ -296,9 +300,8 @@ def _enumerate(core: KernelGraph, config: SearchConfig, stats: SearchStats, star
     if workers > 1:
         structures = _enumerate_in_processes(core, config, budget, points, workers, stats)
     else:
-        enum_config = EnumerationConfig(config.max_block_ops, config.max_accumulators, budget, config.depth_slack)
-        structures = list(itertools.islice(enumerate_structures(core, enum_config, stats.enumeration),
-                                           config.max_structures))
+        structures = list(itertools.islice(enumerate_structures(core, config.enumeration_config(budget),
+                                                                stats.enumeration), config.max_structures))
     structures = list(dict.fromkeys(structures))  # start points in other processes may meet the same one
     if progress:
         progress("enumerate", len(structures), len(structures))
@@ -314,26 +317,22 @@ def _enumerate_in_processes(core: KernelGraph, config: SearchConfig, budget_s: f
     time). The first worker runs the seed (start point 0, instant) and the start point with every
     prologue (the smallest programs) with the whole budget; the others share the remaining points."""
     tasks: list[list] = [[] for _ in range(workers)]
+    tasks[0] = [(k, budget_s) for k in range(min(2, points))]
     rest = list(range(2, points))
-    for k in range(min(2, points)):
-        tasks[0].append((k, budget_s))
+    per_worker = -(-len(rest) // (workers - 1))
     for j, k in enumerate(rest):
-        per_worker = -(-len(rest) // (workers - 1))
         tasks[1 + j % (workers - 1)].append((k, budget_s / per_worker))
-    payloads = [pickle.dumps([(core, EnumerationConfig(config.max_block_ops, config.max_accumulators, share,
-                                                       config.depth_slack), k, config.max_structures)
-                              for k, share in batch]) for batch in tasks if batch]
+    tasks = [batch for batch in tasks if batch]
+    payloads = [pickle.dumps([(core, config.enumeration_config(share), k, config.max_structures)
+                              for k, share in batch]) for batch in tasks]
     with concurrent.futures.ThreadPoolExecutor(len(payloads)) as pool:  # each thread feeds and drains one worker
         batches = list(pool.map(_run_worker, payloads))
-    by_point = {k: result for batch, results in zip([b for b in tasks if b], batches)
-                for (k, _), result in zip(batch, results)}
+    by_point = {k: result for batch, results in zip(tasks, batches) for (k, _), result in zip(batch, results)}
     structures = []
     for k in sorted(by_point):
         found, part = by_point[k]
         structures.extend(found)
-        for field in dataclasses.fields(EnumerationStats):
-            value, merged = getattr(part, field.name), getattr(stats.enumeration, field.name)
-            setattr(stats.enumeration, field.name, (merged or value) if field.type == "bool" else merged + value)
+        stats.enumeration.add(part)
     return structures[:config.max_structures]
 
 

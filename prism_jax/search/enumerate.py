@@ -65,6 +65,12 @@ class EnumerationStats:
     seconds: float = 0.0
     timed_out: bool = False
 
+    def add(self, other: "EnumerationStats") -> None:
+        """Fold in another start point's counts (enumerated in another process)."""
+        for field in dataclasses.fields(self):
+            mine, theirs = getattr(self, field.name), getattr(other, field.name)
+            setattr(self, field.name, (mine or theirs) if isinstance(mine, bool) else mine + theirs)
+
 
 def vocabulary(reference: KernelGraph) -> list[tuple[OpKind, Attrs]]:
     """The (kind, attributes) alphabet: the region's own ops plus the loop accumulators."""
