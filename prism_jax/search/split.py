@@ -29,10 +29,13 @@ def split_candidate(structure: BlockStructure, reference: KernelGraph, assignmen
     states = [n + i for i, (kind, _, _) in enumerate(structure.ops) if kind in ACCUMULATORS]
     if not states:
         return None
-    for i, (kind, args, _) in enumerate(structure.ops):
-        if n + i in post and kind not in ACCUMULATORS:
-            if any(a not in post and structure.ops[a - n][0] not in SOURCES if a >= n else True for a in args):
-                return None
+    def available_to_merge_kernel(value: int) -> bool:  # an after-loop value or a constant it can recreate
+        return value in post or (value >= n and structure.ops[value - n][0] in SOURCES)
+
+    after_loop_reads = [a for i, (kind, args, _) in enumerate(structure.ops)
+                        if n + i in post and kind not in ACCUMULATORS for a in args]
+    if not all(available_to_merge_kernel(a) for a in after_loop_reads):
+        return None
     try:
         return _build(structure, reference, assignment, post, states)
     except IRError:
