@@ -202,11 +202,7 @@ def _sink_insertions(program, node, defs):
         if k in reshaped:
             inputs.append(reshaped[k].inputs[0])
             continue
-        const_type = TensorType((1,) * rank, program.types[u].dtype)
-        c = program.new_value(const_type)
-        extra.append(IrNode(OpKind.CONSTANT, Attrs.of(value=_constant_value(defs, u), shape=const_type.shape,
-                                                      dtype=const_type.dtype), (), c))
-        inputs.append(c)
+        inputs.append(_constant_of_rank(program, defs, u, rank, extra))
     inner_shape = tuple(out_type.shape[p] for p in positions)
     if _place(inner_shape, positions, len(out_type.shape)) != tuple(out_type.shape):
         return None
@@ -232,15 +228,20 @@ def _sink_one_reshape(program, node, defs):
             if j == k:
                 inputs.append(src.inputs[0])
                 continue
-            const_type = TensorType((1,) * x_type.rank, program.types[u].dtype)
-            c = program.new_value(const_type)
-            extra.append(IrNode(OpKind.CONSTANT, Attrs.of(value=_constant_value(defs, u), shape=const_type.shape,
-                                                          dtype=const_type.dtype), (), c))
-            inputs.append(c)
+            inputs.append(_constant_of_rank(program, defs, u, x_type.rank, extra))
         inner = program.new_value(out_type.with_shape(x_type.shape))
         extra.append(IrNode(node.kind, node.attrs, tuple(inputs), inner))
         return extra + [IrNode(OpKind.RESHAPE, Attrs.of(shape=out_type.shape), (inner,), node.output)]
     return None
+
+
+def _constant_of_rank(program, defs, value: int, rank: int, extra: list) -> int:
+    """The scalar constant ``value`` re-made with ``rank`` unit dims (its node appended to ``extra``)."""
+    const_type = TensorType((1,) * rank, program.types[value].dtype)
+    c = program.new_value(const_type)
+    extra.append(IrNode(OpKind.CONSTANT, Attrs.of(value=_constant_value(defs, value), shape=const_type.shape,
+                                                  dtype=const_type.dtype), (), c))
+    return c
 
 
 def _sink_through_reduction(program, node, defs):

@@ -63,7 +63,7 @@ class SearchProblem:
         for op in self.views:  # on the region's own (possibly 16-bit) inputs
             env[op.outputs[0]] = kb.op(op.kind, env[op.inputs[0]], **op.attrs.as_dict())
         inner = {cv: env[src] for cv, src in zip(candidate.inputs, self.core_sources)}
-        final = {v for v in candidate.outputs}
+        final = set(candidate.outputs)
         for op in candidate.ops:
             if op.kind == OpKind.CUSTOM_KERNEL:
                 block = op.block
