@@ -7,7 +7,7 @@
    limit.
 3. *Instantiate maps* of each structure (:mod:`prism_jax.search.maps`) and screen every assignment
    with the fingerprint (random inputs; refutes wrong ones in milliseconds).
-4. *Rank* the survivors by the cost model at the region's shapes (:mod:`prism_jax.search.rank`).
+4. *Rank* the survivors by the cost model at the region's shapes (:mod:`prism_jax.cost.sizing`).
 5. *Prove* them with the e-graph, best first, until enough are proved; only proved candidates are
    returned.
 
@@ -29,12 +29,11 @@ import sys
 import time
 from typing import TYPE_CHECKING, Callable
 
-from prism_jax.cost import GPUS, H100_SXM, DeviceSpec, host_cpu
+from prism_jax.cost import GPUS, H100_SXM, DeviceSpec, Ranked, best_sizes, host_cpu
 from prism_jax.ir import IRError, KernelGraph, OpKind, content_hash, format_kernel_graph, from_json, to_json
 from prism_jax.search.enumerate import EnumerationConfig, EnumerationStats, count_start_points, enumerate_structures
 from prism_jax.search.maps import build_candidate, parallel_assignments
 from prism_jax.search.problem import SearchProblem
-from prism_jax.search.rank import Ranked, best_sizes
 from prism_jax.search.split import is_split, split_candidate
 from prism_jax.search.symbolize import symbolize
 from prism_jax.verify import EGraphConfig, EGraphVerifier, FingerprintConfig, FingerprintVerifier, Status, Verdict

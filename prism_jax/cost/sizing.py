@@ -11,7 +11,8 @@ import itertools
 import math
 from typing import Mapping
 
-from prism_jax.cost import CostEstimate, DeviceSpec, estimate
+from prism_jax.cost.devices import DeviceSpec
+from prism_jax.cost.model import CostEstimate, estimate
 from prism_jax.ir import Divisible, IRError, KernelGraph, OpKind, instantiate
 from prism_jax.ir.symbolic import free_symbols, substitute
 
@@ -63,40 +64,69 @@ def _power_of_two_part(n: int) -> int:
 EXHAUSTIVE_LIMIT = 256  # size assignments tried one by one; beyond it, coordinate descent
 
 
-def best_sizes(graph: KernelGraph, device: DeviceSpec, fixed: Mapping[str, int], rounds: int = 3) -> Ranked | None:
+@dataclasses.dataclass(frozen=True)
+class TileRules:
+    """What a backend accepts beyond fitting on chip: the smallest matmul tiles (tensor-core dots need
+    16) and whether every block dim must be a power of two (Triton's block shapes)."""
+
+    min_matmul_tile: int = 1
+    power_of_two_blocks: bool = False
+
+    @staticmethod
+    def for_device(device: DeviceSpec) -> "TileRules":
+        return TileRules(MIN_MATMUL_TILE) if device.kind == "gpu" else TileRules()
+
+
+TRITON = TileRules(min_matmul_tile=16, power_of_two_blocks=True)  # Pallas' Triton lowering
+
+
+def best_sizes(graph: KernelGraph, device: DeviceSpec, fixed: Mapping[str, int], rounds: int = 3,
+               rules: TileRules | None = None) -> Ranked | None:
     """The cheapest size assignment: every combination when there are few, else coordinate descent
     from the smallest, the largest and the middle extents (None when nothing fits on chip)."""
-    options = size_options(graph, fixed, MIN_MATMUL_TILE if device.kind == "gpu" else 1)
+    ranked = ranked_sizes(graph, device, fixed, 1, rounds, rules)
+    return ranked[0] if ranked else None
+
+
+def ranked_sizes(graph: KernelGraph, device: DeviceSpec, fixed: Mapping[str, int], limit: int = 4,
+                 rounds: int = 3, rules: TileRules | None = None) -> list[Ranked]:
+    """The ``limit`` cheapest size assignments that fit (the tuner's shortlist), cheapest first."""
+    rules = rules or TileRules.for_device(device)
+    options = size_options(graph, fixed, rules.min_matmul_tile)
     names = sorted(options)
+    seen: dict[tuple, Ranked | None] = {}
+
+    def cost(sizes: dict[str, int]) -> Ranked | None:
+        key = tuple(sizes[n] for n in names)
+        if key not in seen:
+            seen[key] = _cost(graph, {**fixed, **sizes}, device, rules)
+        return seen[key]
+
     if math.prod(len(options[n]) for n in names) <= EXHAUSTIVE_LIMIT:
-        candidates = (_cost(graph, {**fixed, **dict(zip(names, values))}, device)
-                      for values in itertools.product(*(options[n] for n in names)))
-        return min((c for c in candidates if c is not None), key=lambda c: c.key, default=None)
-    best = None
-    for pick in (lambda v: v[0], lambda v: v[-1], lambda v: v[len(v) // 2]):  # smallest, largest, middle
-        found = _descend(graph, device, {**fixed, **{n: pick(v) for n, v in options.items()}}, options, rounds)
-        if found is not None and (best is None or found.key < best.key):
-            best = found
-    return best
+        for values in itertools.product(*(options[n] for n in names)):
+            cost(dict(zip(names, values)))
+    else:
+        for pick in (lambda v: v[0], lambda v: v[-1], lambda v: v[len(v) // 2]):  # smallest, largest, middle
+            _descend(cost, {n: pick(v) for n, v in options.items()}, options, rounds)
+    found = sorted((r for r in seen.values() if r is not None), key=lambda r: r.key)
+    return found[:limit]
 
 
-def _descend(graph: KernelGraph, device: DeviceSpec, current: dict[str, int], options: dict[str, list[int]],
-             rounds: int) -> Ranked | None:
-    best = _cost(graph, current, device)
+def _descend(cost, current: dict[str, int], options: dict[str, list[int]], rounds: int) -> None:
+    best = cost(current)
     for _ in range(rounds):
         improved = False
         for name, values in options.items():
             for value in values:
                 trial = dict(current, **{name: value})
-                cost = _cost(graph, trial, device)
-                if cost is not None and (best is None or cost.key < best.key):
-                    best, current, improved = cost, trial, True
+                found = cost(trial)
+                if found is not None and (best is None or found.key < best.key):
+                    best, current, improved = found, trial, True
         if not improved:
             break
-    return best
 
 
-def _cost(graph: KernelGraph, sizes: dict[str, int], device: DeviceSpec) -> Ranked | None:
+def _cost(graph: KernelGraph, sizes: dict[str, int], device: DeviceSpec, rules: TileRules) -> Ranked | None:
     try:
         concrete = instantiate(graph, sizes)
     except IRError:
@@ -105,7 +135,7 @@ def _cost(graph: KernelGraph, sizes: dict[str, int], device: DeviceSpec) -> Rank
     for op in concrete.ops:
         if op.kind == OpKind.CUSTOM_KERNEL:
             tile_bytes = sum(int(math.prod(t.shape)) * t.dtype.itemsize for t in op.block.values)
-            if tile_bytes > device.onchip_bytes or (device.kind == "gpu" and not _matmul_tiles_ok(op.block)):
+            if tile_bytes > device.onchip_bytes or not _tiles_ok(op.block, rules):
                 return None
             footprint = max(footprint, tile_bytes)
     return Ranked(estimate(concrete, device), dict(sizes), footprint)
@@ -114,11 +144,15 @@ def _cost(graph: KernelGraph, sizes: dict[str, int], device: DeviceSpec) -> Rank
 MIN_MATMUL_TILE = 16  # tensor-core tiles (Triton's minimum dot size) on GPUs
 
 
-def _matmul_tiles_ok(block) -> bool:
-    """On GPUs a matmul's contraction and column tiles are at least 16 (or the whole, smaller, dim)."""
-    for op in block.ops:
-        if op.kind == OpKind.MATMUL:
-            k, n = block.values[op.inputs[1]].shape[-2:]
-            if int(k) < MIN_MATMUL_TILE or int(n) < MIN_MATMUL_TILE:
+def _tiles_ok(block, rules: TileRules) -> bool:
+    """A matmul's contraction and column tiles are at least ``rules.min_matmul_tile``; with ``power_of_two_blocks`` every block a BlockSpec loads or stores is a power of two."""
+    for inner in block.ops:
+        if inner.kind == OpKind.MATMUL:
+            k, n = block.values[inner.inputs[1]].shape[-2:]
+            if int(k) < rules.min_matmul_tile or int(n) < rules.min_matmul_tile:
                 return False
+    if rules.power_of_two_blocks:
+        tiles = [block.values[i.value].shape for i in block.inputs] + [block.values[o.value].shape for o in block.outputs]
+        if any(int(d) & (int(d) - 1) for shape in tiles for d in shape):
+            return False
     return True
