@@ -16,7 +16,7 @@ ALLOWED = {
     "frontend": {"ir"},
     "verify": {"ir"},
     "cost": {"ir"},
-    "codegen": {"ir", "cost", "native"},
+    "codegen": {"ir", "frontend", "cost", "native"},  # frontend: to_jax, the JAX form of IR ops
     "search": {"ir", "verify", "cost", "cache"},
     "tune": {"ir", "codegen", "cost", "native", "cache"},
     "api": {"ir", "frontend", "verify", "search", "cost", "codegen", "tune", "native", "workloads", "cache"},

@@ -145,12 +145,9 @@ MIN_MATMUL_TILE = 16  # tensor-core tiles (Triton's minimum dot size) on GPUs
 
 
 def _tiles_ok(block, rules: TileRules) -> bool:
-    """A matmul's contraction and column tiles are at least ``rules.min_matmul_tile``; with ``power_of_two_blocks`` every block a BlockSpec loads or stores is a power of two."""
-    for inner in block.ops:
-        if inner.kind == OpKind.MATMUL:
-            k, n = block.values[inner.inputs[1]].shape[-2:]
-            if int(k) < rules.min_matmul_tile or int(n) < rules.min_matmul_tile:
-                return False
+    """With ``power_of_two_blocks`` every block a BlockSpec loads or stores is a power of two. (Matmul
+    tiles below ``rules.min_matmul_tile`` only come from whole dims that small: ``size_options`` never
+    splits a dim below it.)"""
     if rules.power_of_two_blocks:
         tiles = [block.values[i.value].shape for i in block.inputs] + [block.values[o.value].shape for o in block.outputs]
         if any(int(d) & (int(d) - 1) for shape in tiles for d in shape):

@@ -1,0 +1,2 @@
+"""Code generation: an instantiated sGraph becomes a function JAX can call, one emitter per target
+(``pallas``: Pallas kernels for GPUs, interpret mode on CPU)."""
