@@ -18,7 +18,7 @@ ALLOWED = {
     "cost": {"ir"},
     "codegen": {"ir", "frontend", "cost", "native"},  # frontend: to_jax, the JAX form of IR ops
     "search": {"ir", "verify", "cost", "cache"},
-    "tune": {"ir", "codegen", "cost", "native", "cache"},
+    "tune": {"ir", "frontend", "codegen", "cost", "native", "cache"},
     "api": {"ir", "frontend", "verify", "search", "cost", "codegen", "tune", "native", "workloads", "cache"},
     "__init__": {"ir", "frontend", "verify", "search", "cost", "codegen", "tune", "api", "native", "cache"},
     "__main__": {"cli"},

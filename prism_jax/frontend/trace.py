@@ -16,7 +16,7 @@ from prism_jax.frontend.convert import Converter
 from prism_jax.frontend.normalize import normalize
 from prism_jax.frontend.partition import SOURCES, RegionConfig, partition
 from prism_jax.frontend.program import FlatProgram, IrNode, LiteralValue, OpaqueNode, ScanNode
-from prism_jax.frontend.to_jax import apply_op, to_numpy
+from prism_jax.frontend.to_jax import apply_op, kernel_graph_fn, to_numpy
 from prism_jax.ir import Interpreter, KernelGraph, KernelGraphBuilder
 
 log = logging.getLogger(__name__)
@@ -117,16 +117,20 @@ def _input_name(program: FlatProgram, v: int) -> str:
 # evaluation
 
 
-def run_partitioned(part: PartitionedProgram, flat_args: Sequence[Any], use_interpreter: bool = True) -> list[Any]:
-    """Evaluate eagerly: regions by the reference interpreter (or their JAX form), the rest by JAX."""
+RegionRunner = Callable[[Region, list], list]
+"""Computes a region's outputs from its inputs (in the region graph's order)."""
+
+
+def run_partitioned(part: PartitionedProgram, flat_args: Sequence[Any], runner: RegionRunner) -> list[Any]:
+    """Evaluate: regions by ``runner``, the rest by JAX (traceable when the runner is)."""
     program = part.program
     env: dict[int, Any] = dict(zip(program.inputs, flat_args))
     env.update({v: jnp.asarray(c) for v, c in program.consts.items()})
     for unit in _schedule(part):
         if isinstance(unit, Region):
-            _run_region(unit, env, use_interpreter)
+            env.update(zip(unit.outputs, runner(unit, [env[v] for v in unit.inputs])))
         else:
-            _run_node(part, unit, env, use_interpreter)
+            _run_node(part, unit, env, runner)
     return [env[v] for v in program.outputs]
 
 
@@ -172,22 +176,21 @@ def _schedule(part: PartitionedProgram) -> list[Any]:
     return order
 
 
-def _run_region(region: Region, env: dict[int, Any], use_interpreter: bool) -> None:
-    if use_interpreter:
-        outs = Interpreter().run(region.graph, *(to_numpy(env[v]) for v in region.inputs))
-        outs = [jnp.asarray(o) for o in outs]
-    else:
-        from prism_jax.frontend.to_jax import kernel_graph_fn
+def interpreter_runner(region: Region, args: list) -> list:
+    """Regions by the reference interpreter (eager only: it pulls values to numpy)."""
+    return [jnp.asarray(o) for o in Interpreter().run(region.graph, *(to_numpy(a) for a in args))]
 
-        outs = kernel_graph_fn(region.graph)(*(env[v] for v in region.inputs))
-    env.update(zip(region.outputs, outs))
+
+def jax_runner(region: Region, args: list) -> list:
+    """Regions by their JAX form (the XLA program of the region)."""
+    return kernel_graph_fn(region.graph)(*args)
 
 
 def _value(env: dict[int, Any], v: Any) -> Any:
     return v.value if isinstance(v, LiteralValue) else env[v]
 
 
-def _run_node(part: PartitionedProgram, i: int, env: dict[int, Any], use_interpreter: bool) -> None:
+def _run_node(part: PartitionedProgram, i: int, env: dict[int, Any], runner: RegionRunner) -> None:
     node = part.program.nodes[i]
     args = [_value(env, v) for v in node.inputs]
     if isinstance(node, IrNode):
@@ -196,10 +199,10 @@ def _run_node(part: PartitionedProgram, i: int, env: dict[int, Any], use_interpr
         out = node.eqn.primitive.bind(*args, **node.eqn.params)
         env.update(zip(node.outputs, out if node.eqn.primitive.multiple_results else [out]))
     else:
-        env.update(zip(node.outputs, _run_scan(part.scan_bodies[i], node, args, use_interpreter)))
+        env.update(zip(node.outputs, _run_scan(part.scan_bodies[i], node, args, runner)))
 
 
-def _run_scan(body: PartitionedProgram, node: ScanNode, args: list[Any], use_interpreter: bool) -> list[Any]:
+def _run_scan(body: PartitionedProgram, node: ScanNode, args: list[Any], runner: RegionRunner) -> list[Any]:
     consts = args[:node.num_consts]
     carry = args[node.num_consts:node.num_consts + node.num_carry]
     xs = args[node.num_consts + node.num_carry:]
@@ -207,7 +210,7 @@ def _run_scan(body: PartitionedProgram, node: ScanNode, args: list[Any], use_int
     steps = range(length - 1, -1, -1) if node.eqn.params.get("reverse", False) else range(length)
     ys_steps = []
     for t in steps:
-        outs = run_partitioned(body, [*consts, *carry, *(x[t] for x in xs)], use_interpreter)
+        outs = run_partitioned(body, [*consts, *carry, *(x[t] for x in xs)], runner)
         carry, ys = outs[:node.num_carry], outs[node.num_carry:]
         ys_steps.append(ys)
     if node.eqn.params.get("reverse", False):
@@ -246,17 +249,29 @@ class TracedProgram:
 
     def evaluate(self, *args: Any, use_interpreter: bool = True, **kwargs: Any) -> Any:
         """Run the function: regions by the reference interpreter, the rest by JAX (eagerly)."""
-        dynamic = self._statics.split(args, kwargs, check=True)
-        leaves, tree = jax.tree_util.tree_flatten(dynamic)
-        if tree != self._in_tree:
-            raise ValueError(f"evaluate: arguments have structure {tree}, traced with {self._in_tree}")
+        leaves = self.flatten_args(*args, **kwargs)
         for k, (leaf, aval) in enumerate(zip(leaves, self._flat_avals)):
             if tuple(np.shape(leaf)) != tuple(aval.shape):
                 raise ValueError(f"evaluate: argument leaf {k} has shape {np.shape(leaf)}, traced with "
                                  f"{tuple(aval.shape)}; call prism_jax.trace again for new shapes")
         leaves = [jnp.asarray(x, dtype=a.dtype) for x, a in zip(leaves, self._flat_avals)]
-        outs = run_partitioned(self._part, leaves, use_interpreter)
+        outs = run_partitioned(self._part, leaves, interpreter_runner if use_interpreter else jax_runner)
         return jax.tree_util.tree_unflatten(self._out_tree, outs)
+
+    def flat_function(self, runner: RegionRunner) -> Callable[..., list[Any]]:
+        """The traced function on its flat dynamic leaves, regions computed by ``runner``: traceable
+        (jit/grad/vmap) when the runner is. Flatten arguments with :meth:`flatten_args`."""
+        return lambda *leaves: run_partitioned(self._part, leaves, runner)
+
+    def flatten_args(self, *args: Any, **kwargs: Any) -> list[Any]:
+        """The dynamic leaves of a call (static arguments must equal the traced ones)."""
+        leaves, tree = jax.tree_util.tree_flatten(self._statics.split(args, kwargs, check=True))
+        if tree != self._in_tree:
+            raise ValueError(f"arguments have structure {tree}, traced with {self._in_tree}")
+        return leaves
+
+    def unflatten_outputs(self, outs: Sequence[Any]) -> Any:
+        return jax.tree_util.tree_unflatten(self._out_tree, list(outs))
 
     def __str__(self) -> str:
         name = getattr(self.fn, "__name__", "fn")

@@ -1,0 +1,251 @@
+"""``prism_jax.superoptimize``: used like ``jax.jit``; each fusible region of the function is searched
+(cached), tuned (cached) and replaced by its kernel, wrapped in ``jax.custom_vjp`` so ``jax.grad``,
+``jax.vmap`` and an outer ``jax.jit`` compose. A plan is built per call signature (shapes, dtypes,
+static arguments), like ``jax.jit``'s re-tracing."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+
+from prism_jax.cache import open_cache
+from prism_jax.codegen.pallas import kernel_graph_function
+from prism_jax.cost import GPUS, H100_SXM, gpu_spec
+from prism_jax.frontend import Region, TracedProgram, trace
+from prism_jax.frontend.to_jax import kernel_graph_fn
+from prism_jax.search import RegionSearch, SearchConfig, search_region
+from prism_jax.tune import Choice, Target, TuneConfig, tune_region
+
+log = logging.getLogger("prism_jax")
+
+
+class Backend(str, enum.Enum):
+    """Where the regions run. ``AUTO``: tuned Pallas kernels on a GPU; without one, for now, the XLA
+    program (the report says so). ``INTERPRET``: the kernels in Pallas interpret mode (any machine;
+    slow, for checking). ``PALLAS``: GPU kernels (needs a GPU). ``XLA``: never rewrite."""
+
+    AUTO = "auto"
+    INTERPRET = "interpret"
+    PALLAS = "pallas"
+    XLA = "xla"
+
+
+def _backend(value: Backend | str) -> Backend:
+    try:
+        return Backend(value)
+    except ValueError:
+        raise ValueError(f"backend={value!r}: use one of {[b.value for b in Backend]}") from None
+
+
+def _has_gpu() -> bool:
+    return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionPlan:
+    """What runs for one region, and why."""
+
+    region: Region
+    search: RegionSearch | None
+    choice: Choice | None
+    note: str  # why the region runs on XLA (empty when a kernel runs)
+    seconds: float  # search + tuning for this plan (cache hits are fast)
+
+    @property
+    def uses_kernel(self) -> bool:
+        return self.choice is not None and self.choice.uses_kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A built function for one call signature."""
+
+    backend: Backend
+    note: str
+    traced: TracedProgram | None
+    regions: tuple[RegionPlan, ...]
+    call: Callable[..., Any]  # jitted, on the flat dynamic leaves
+
+
+class Superoptimized:
+    """A superoptimized function (what :func:`superoptimize` returns). Call it like the function;
+    ``.explain(*args)`` reports what was found for those arguments."""
+
+    def __init__(self, fn: Callable, backend: Backend, static_argnums: tuple[int, ...], static_argnames: tuple[str, ...],
+                 search_config: SearchConfig, tune_config: TuneConfig, device: str | None, progress: bool) -> None:
+        self.fn, self.backend = fn, backend
+        self.static_argnums, self.static_argnames = static_argnums, static_argnames
+        self.search_config, self.tune_config = search_config, tune_config
+        self.device, self.progress = device, progress
+        self._plans: dict[Any, Plan] = {}
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        plan = self._plan(args, kwargs)
+        if plan.traced is None:
+            return plan.call(*args, **kwargs)
+        outs = plan.call(*plan.traced.flatten_args(*args, **kwargs))
+        return plan.traced.unflatten_outputs(outs)
+
+    def explain(self, *args: Any, **kwargs: Any) -> "Explanation":
+        """Regions, chosen sGraphs, proofs, tile sizes and timings for a call with these arguments
+        (builds the plan if this signature was not called yet)."""
+        from prism_jax.api.explain import Explanation
+
+        return Explanation(getattr(self.fn, "__name__", "fn"), self._plan(args, kwargs))
+
+    # -- plans -------------------------------------------------------------------------------------
+
+    def _signature(self, args: tuple, kwargs: dict) -> Any:
+        def leaf(x):
+            return (tuple(x.shape), str(x.dtype)) if hasattr(x, "shape") and hasattr(x, "dtype") else ("py", repr(x))
+
+        statics = tuple(args[i] for i in self.static_argnums if i < len(args))
+        static_kw = tuple(sorted((k, kwargs[k]) for k in self.static_argnames if k in kwargs))
+        dynamic = ([a for i, a in enumerate(args) if i not in self.static_argnums],
+                   {k: v for k, v in kwargs.items() if k not in self.static_argnames})
+        leaves, tree = jax.tree_util.tree_flatten(dynamic)
+        return (tree, tuple(leaf(x) for x in leaves), statics, static_kw)
+
+    def _plan(self, args: tuple, kwargs: dict) -> Plan:
+        key = self._signature(args, kwargs)
+        if key not in self._plans:
+            self._plans[key] = self._build(args, kwargs)
+        return self._plans[key]
+
+    def _build(self, args: tuple, kwargs: dict) -> Plan:
+        backend = self.backend
+        if backend == Backend.PALLAS and not _has_gpu():
+            raise RuntimeError(f"superoptimize(backend='pallas') needs a GPU, and JAX runs on "
+                               f"{jax.default_backend()!r} here; use backend='interpret' to run the kernels in "
+                               "Pallas interpret mode, or backend='auto'")
+        if backend == Backend.XLA or (backend == Backend.AUTO and not _has_gpu()):
+            note = ("backend='xla': the function runs as jax.jit compiles it" if backend == Backend.XLA else
+                    f"no GPU ({jax.default_backend()}): the XLA program runs unchanged; "
+                    "use backend='interpret' to run the kernels in Pallas interpret mode")
+            jitted = jax.jit(self.fn, static_argnums=self.static_argnums, static_argnames=self.static_argnames)
+            return Plan(backend, note, None, (), jitted)
+        traced = trace(self.fn, *_abstract(args, self.static_argnums),
+                       static_argnums=self.static_argnums, static_argnames=self.static_argnames,
+                       **_abstract_kwargs(kwargs, self.static_argnames))
+        target = self._target(backend)
+        regions = self._plan_regions(traced, target)
+        runner = _runner({id(p.region): p for p in regions}, target)
+        return Plan(backend, "", traced, tuple(regions), jax.jit(traced.flat_function(runner)))
+
+    def _target(self, backend: Backend) -> Target:
+        if backend == Backend.INTERPRET:
+            device = GPUS.get(self.device or H100_SXM.name, H100_SXM)
+            return Target("pallas-interpret", device, interpret=True)
+        device = gpu_spec(self.device or jax.devices()[0].device_kind)
+        return Target("pallas-triton", device, interpret=False)
+
+    def _plan_regions(self, traced: TracedProgram, target: Target) -> list[RegionPlan]:
+        from tqdm.auto import tqdm
+
+        import prism_jax
+
+        cache = open_cache(version=prism_jax.__version__) if self.search_config.use_cache else None
+        search_config = dataclasses.replace(self.search_config, device=target.device.name, progress=False)
+        plans = []
+        with tqdm(total=len(traced.regions), disable=not self.progress, unit="region", leave=False) as bar:
+            for region in traced.regions:
+                bar.set_description(f"superoptimize {region.name}")
+                plans.append(_plan_region(region, search_config, self.tune_config, target, cache))
+                bar.update(1)
+        for p in plans:
+            log.info("%s: %s", p.region.name, "kernel" if p.uses_kernel else f"XLA ({p.note})")
+        return plans
+
+
+def _plan_region(region: Region, search_config: SearchConfig, tune_config: TuneConfig, target: Target,
+                 cache) -> RegionPlan:
+    start = time.perf_counter()
+    try:
+        found = search_region(region.graph, search_config, None, cache)
+    except Exception as err:  # an unsupported region runs on XLA, with the reason in the report
+        log.warning("search of %s failed: %s", region.name, err)
+        return RegionPlan(region, None, None, f"search failed: {type(err).__name__}: {err}", time.perf_counter() - start)
+    if not found.candidates:
+        return RegionPlan(region, found, None, "the search found no verified candidate", time.perf_counter() - start)
+    candidates = [(c.graph, found.sizes) for c in found.candidates]
+    choice = tune_region(region.graph, candidates, target, tune_config, cache)
+    note = "" if choice.uses_kernel else choice.reason
+    return RegionPlan(region, found, choice, note, time.perf_counter() - start)
+
+
+def _runner(plans: dict[int, RegionPlan], target: Target) -> Callable[[Region, list], list]:
+    kernels: dict[int, Callable] = {}
+
+    def run(region: Region, args: list) -> list:
+        plan = plans.get(id(region))
+        reference = kernel_graph_fn(region.graph)
+        if plan is None or not plan.uses_kernel:
+            return reference(*args)
+        if id(region) not in kernels:
+            kernels[id(region)] = with_reference_vjp(kernel_graph_function(plan.choice.graph, plan.choice.options),
+                                                     reference)
+        return list(kernels[id(region)](*args))
+
+    return run
+
+
+def with_reference_vjp(kernel: Callable[..., Sequence], reference: Callable[..., Sequence]) -> Callable:
+    """``kernel`` forward, the VJP of ``reference`` backward: kernels need no derivative of their own."""
+
+    @jax.custom_vjp
+    def call(*args):
+        return tuple(kernel(*args))
+
+    def forward(*args):
+        return tuple(kernel(*args)), args
+
+    def backward(args, cotangents):
+        _, vjp = jax.vjp(lambda *a: tuple(reference(*a)), *args)
+        return vjp(cotangents)
+
+    call.defvjp(forward, backward)
+    return call
+
+
+def _shape_struct(x: Any) -> Any:
+    return jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") and hasattr(x, "dtype") else x
+
+
+def _abstract(args: tuple, static_argnums: tuple[int, ...]) -> list:
+    """Array leaves as shape/dtype structs (works for tracers of an outer jit/grad/vmap too)."""
+    return [a if i in static_argnums else jax.tree_util.tree_map(_shape_struct, a) for i, a in enumerate(args)]
+
+
+def _abstract_kwargs(kwargs: dict, static_argnames: tuple[str, ...]) -> dict:
+    return {k: v if k in static_argnames else jax.tree_util.tree_map(_shape_struct, v) for k, v in kwargs.items()}
+
+
+def superoptimize(fn: Callable | None = None, *, backend: Backend | str = Backend.AUTO,
+                  static_argnums: int | Sequence[int] = (), static_argnames: str | Sequence[str] = (),
+                  search_config: SearchConfig = SearchConfig(), tune_config: TuneConfig = TuneConfig(),
+                  device: str | None = None, progress: bool = True) -> Any:
+    """Superoptimize ``fn`` like ``jax.jit`` compiles it (a decorator, with or without arguments).
+
+    On each new call signature the function is traced; every fusible region is searched (symbolically,
+    cached on disk), its verified candidates are instantiated, checked against the region and tuned
+    (cached), and the region is replaced by the winner, or kept on XLA with the reason in
+    ``.explain(...)``. ``device`` names the GPU whose spec ranks candidates (default: the GPU found, or
+    an H100 for ``backend='interpret'``).
+    """
+    argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+    chosen = _backend(backend)
+    if device is not None and device not in GPUS:
+        raise ValueError(f"device={device!r}: use one of {sorted(GPUS)}")
+
+    def wrap(f: Callable) -> Superoptimized:
+        return Superoptimized(f, chosen, argnums, argnames, search_config, tune_config, device, progress)
+
+    return wrap if fn is None else wrap(fn)

@@ -1,0 +1,276 @@
+"""The tuner: a region's verified symbolic candidates → one checked kernel (or XLA) at concrete shapes.
+
+1. *Instantiate*: per candidate, the cheapest size assignments by the cost model under the backend's
+   tile rules (:func:`prism_jax.cost.ranked_sizes`; Triton's power-of-two blocks where any assignment
+   meets them).
+2. *Build and check*: each shortlisted program is emitted (Pallas) and compared with the region's JAX
+   reference on random inputs (float32 tight, 16-bit loose); one that fails is never used.
+3. *Measure* (on a device that runs the kernels natively): the checked programs and XLA's own program
+   for the region are timed; the fastest wins, XLA included. In interpret mode nothing is timed: the
+   cost model's best checked program is used, and its estimate is reported as an estimate.
+
+The choice is cached on disk per (region with its shapes and dtypes, backend, device, versions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prism_jax.codegen.pallas import PallasOptions, kernel_graph_function
+from prism_jax.cost import TRITON, DeviceSpec, TileRules, estimate, ranked_sizes
+from prism_jax.frontend.to_jax import jax_dtype, kernel_graph_fn
+from prism_jax.ir import DType, IRError, KernelGraph, content_hash, instantiate
+
+if TYPE_CHECKING:
+    from prism_jax.cache import NullCache, ResultCache
+
+log = logging.getLogger("prism_jax.tune")
+
+CACHE_NAMESPACE = "tune/v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """How many programs are built, checked and timed per region, and how."""
+
+    candidates: int = 3  # verified candidates of the search considered, best-estimated first
+    sizes_per_candidate: int = 3  # size assignments per candidate (the cost model's cheapest)
+    launch_options: tuple[tuple[int, int], ...] = ((4, 2), (8, 3))  # (num_warps, num_stages) tried on GPUs
+    warmup: int = 3
+    iterations: int = 100  # timed calls per program on a device
+    seed: int = 0  # of the random check inputs
+    use_cache: bool = True
+
+    def key_fields(self) -> dict:
+        return {"candidates": self.candidates, "sizes_per_candidate": self.sizes_per_candidate,
+                "launch_options": [list(o) for o in self.launch_options]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """What runs for one region at one shape: a kernel program (``graph`` set) or XLA (``graph`` None,
+    ``reason`` says why)."""
+
+    graph: KernelGraph | None  # instantiated
+    candidate: int | None  # index among the search's candidates
+    sizes: dict[str, int]
+    options: PallasOptions
+    estimate_s: float | None  # cost model, on the ranking device
+    xla_estimate_s: float | None
+    measured_s: float | None  # device time of the kernel (None: not measured)
+    xla_measured_s: float | None
+    max_error: float | None  # against the JAX reference on random inputs
+    reason: str = ""
+    cache_hit: bool = False
+
+    @property
+    def uses_kernel(self) -> bool:
+        return self.graph is not None
+
+
+def tolerance(dtypes: Sequence[DType]) -> float:
+    """Relative error allowed against the reference (16-bit inputs round at every load and store)."""
+    return 5e-2 if any(d.itemsize < 4 for d in dtypes if d.is_float) else 2e-4
+
+
+def random_args(region: KernelGraph, seed: int) -> list[jax.Array]:
+    """Check inputs: standard normal floats, small non-negative integers, random booleans."""
+    keys = jax.random.split(jax.random.key(seed), max(1, len(region.inputs)))
+    args = []
+    for key, t in zip(keys, region.input_types):
+        shape, dtype = tuple(int(d) for d in t.shape), jax_dtype(t)
+        if t.dtype.is_float:
+            args.append(jax.random.normal(key, shape, jnp.float32).astype(dtype))
+        elif t.dtype == DType.BOOL:
+            args.append(jax.random.bernoulli(key, 0.5, shape))
+        else:
+            args.append(jax.random.randint(key, shape, 0, 4).astype(dtype))
+    return args
+
+
+def max_relative_error(got: Sequence[Any], expected: Sequence[Any]) -> float:
+    """Largest |got − expected| over the scale of ``expected`` (max |expected|, at least 1), per output."""
+    worst = 0.0
+    for g, e in zip(got, expected):
+        g64, e64 = np.asarray(g, np.float64), np.asarray(e, np.float64)
+        if g64.shape != e64.shape:
+            return float("inf")
+        finite = np.isfinite(e64)
+        if not np.array_equal(finite, np.isfinite(g64)):
+            return float("inf")
+        scale = max(1.0, float(np.max(np.abs(e64[finite]), initial=0.0)))
+        worst = max(worst, float(np.max(np.abs(g64[finite] - e64[finite]), initial=0.0)) / scale)
+    return worst
+
+
+def time_device(fn: Callable, args: Sequence[Any], warmup: int, iterations: int) -> float:
+    """Median seconds per call of a jitted function (results waited for; dispatch included)."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    samples = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples))
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where the kernels run: the ranking device's spec, whether kernels are interpreted (then nothing
+    is timed), and the tile rules the backend's compiler accepts."""
+
+    name: str
+    device: DeviceSpec
+    interpret: bool
+    rules: TileRules = TRITON
+
+
+def tune_region(region: KernelGraph, candidates: Sequence[tuple[KernelGraph, dict[str, int]]], target: Target,
+                config: TuneConfig = TuneConfig(), cache: "ResultCache | NullCache | None" = None) -> Choice:
+    """The program to run for ``region`` (concrete) among ``candidates`` (symbolic graph, region sizes)."""
+    key = _cache_key(region, candidates, target, config)
+    if cache is not None and config.use_cache:
+        stored = cache.get(CACHE_NAMESPACE, key)
+        choice = _from_cache(stored, candidates) if stored is not None else None
+        if choice is not None and choice.graph is not None:  # checked again before this process uses it
+            checker = _Checker(region, config.seed)
+            try:
+                return dataclasses.replace(choice, max_error=checker.error(choice.graph, choice.options))
+            except _CheckFailed as err:
+                log.warning("the cached kernel for %s fails its check (%s); tuning again", region.name, err)
+        elif choice is not None:
+            return choice
+    choice = _tune(region, candidates, target, config)
+    if cache is not None and config.use_cache:
+        cache.put(CACHE_NAMESPACE, key, _to_cache(choice))
+    return choice
+
+
+class _CheckFailed(Exception):
+    pass
+
+
+class _Checker:
+    """Runs programs on the region's random check inputs and compares them with its JAX reference."""
+
+    def __init__(self, region: KernelGraph, seed: int) -> None:
+        self.reference = jax.jit(_flat(kernel_graph_fn(region)))
+        self.args = random_args(region, seed)
+        self.expected = self.reference(*self.args)
+        self.allowed = tolerance([t.dtype for t in region.input_types + region.output_types])
+        self.last_fn: Callable | None = None
+
+    def error(self, graph: KernelGraph, options: PallasOptions) -> float:
+        try:
+            fn = jax.jit(_flat(kernel_graph_function(graph, options)))
+            error = max_relative_error(fn(*self.args), self.expected)
+        except Exception as err:  # a kernel that does not build or run is not used
+            raise _CheckFailed(f"{type(err).__name__}: {str(err)[:200]}") from err
+        if error > self.allowed:
+            raise _CheckFailed(f"numerics off by {error:.2e} (allowed {self.allowed:.0e})")
+        self.last_fn = fn
+        return error
+
+
+def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -> Choice:
+    checker = _Checker(region, config.seed)
+    reference, args = checker.reference, checker.args
+    xla_estimate = estimate(region, target.device).seconds
+    shortlist, reasons = _shortlist(candidates[:config.candidates], target, config)
+    checked = []
+    for index, graph, ranked in shortlist:
+        for options in _launch_options(target, config):
+            try:
+                error = checker.error(graph, options)
+            except _CheckFailed as err:
+                reasons.append(f"candidate {index} {ranked.sizes}: {err}")
+                continue
+            checked.append((index, graph, ranked, options, checker.last_fn, error))
+    if not checked:
+        return _xla_choice(xla_estimate, "; ".join(reasons) or "no candidate")
+    if target.interpret:  # interpreted kernels say nothing about speed: the cost model decides
+        index, graph, ranked, options, _, error = checked[0]
+        return Choice(graph, index, dict(ranked.sizes), options, ranked.seconds, xla_estimate, None, None, error)
+    xla_time = time_device(reference, args, config.warmup, config.iterations)
+    timed = [(time_device(fn, args, config.warmup, config.iterations), k) for k, (*_, fn, _) in enumerate(checked)]
+    best_time, best = min(timed)
+    index, graph, ranked, options, _, error = checked[best]
+    if best_time >= xla_time:
+        return _xla_choice(xla_estimate, f"XLA is faster ({xla_time * 1e6:.1f} µs vs {best_time * 1e6:.1f} µs)",
+                           xla_time)
+    return Choice(graph, index, dict(ranked.sizes), options, ranked.seconds, xla_estimate, best_time, xla_time, error)
+
+
+def _flat(fn: Callable) -> Callable:
+    return lambda *args: tuple(fn(*args))
+
+
+def _launch_options(target: Target, config: TuneConfig) -> list[PallasOptions]:
+    if target.interpret:
+        return [PallasOptions(interpret=True)]
+    return [PallasOptions(num_warps=w, num_stages=s) for w, s in config.launch_options]
+
+
+def _shortlist(candidates, target: Target, config: TuneConfig) -> tuple[list, list[str]]:
+    """(candidate index, instantiated graph, ranked sizes), cheapest first over all candidates."""
+    items, reasons = [], []
+    for index, (graph, sizes) in enumerate(candidates):
+        ranked = ranked_sizes(graph, target.device, sizes, config.sizes_per_candidate, rules=target.rules)
+        if not ranked and target.interpret:  # interpret mode runs any tile; say it would not lower for Triton
+            ranked = ranked_sizes(graph, target.device, sizes, config.sizes_per_candidate,
+                                  rules=dataclasses.replace(target.rules, power_of_two_blocks=False))
+            if ranked:
+                reasons.append(f"candidate {index}: no power-of-two tiling (would not lower for Triton)")
+        if not ranked:
+            reasons.append(f"candidate {index}: no size assignment fits the {target.name} tile rules")
+        for r in ranked:
+            try:
+                items.append((r.key, index, instantiate(graph, {**sizes, **r.sizes}), r))
+            except IRError as err:
+                reasons.append(f"candidate {index} {r.sizes}: {err}")
+    items.sort(key=lambda item: (item[0], item[1]))
+    return [(index, graph, r) for _, index, graph, r in items], reasons
+
+
+def _xla_choice(xla_estimate: float, reason: str, xla_time: float | None = None) -> Choice:
+    return Choice(None, None, {}, PallasOptions(), None, xla_estimate, None, xla_time, None, reason)
+
+
+def _cache_key(region: KernelGraph, candidates, target: Target, config: TuneConfig) -> str:
+    text = json.dumps({"region": content_hash(region), "candidates": [content_hash(g) for g, _ in candidates],
+                       "target": target.name, "device": target.device.name, "interpret": target.interpret,
+                       "rules": dataclasses.asdict(target.rules), "jax": jax.__version__,
+                       "config": config.key_fields()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _to_cache(choice: Choice) -> dict:
+    return {"candidate": choice.candidate, "sizes": choice.sizes, "options": dataclasses.asdict(choice.options),
+            "estimate_s": choice.estimate_s, "xla_estimate_s": choice.xla_estimate_s,
+            "measured_s": choice.measured_s, "xla_measured_s": choice.xla_measured_s,
+            "max_error": choice.max_error, "reason": choice.reason}
+
+
+def _from_cache(stored: dict, candidates) -> Choice | None:
+    """The stored choice rebuilt (its graph instantiated again); None when it does not read back."""
+    try:
+        graph = None
+        if stored["candidate"] is not None:
+            symbolic, sizes = candidates[stored["candidate"]]
+            graph = instantiate(symbolic, {**sizes, **stored["sizes"]})
+        return Choice(graph, stored["candidate"], dict(stored["sizes"]), PallasOptions(**stored["options"]),
+                      stored["estimate_s"], stored["xla_estimate_s"], stored["measured_s"],
+                      stored["xla_measured_s"], stored["max_error"], stored["reason"], cache_hit=True)
+    except (KeyError, IndexError, TypeError, ValueError, IRError) as err:
+        log.warning("ignoring an unreadable cached tuning result (%s); tuning again", err)
+        return None

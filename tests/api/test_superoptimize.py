@@ -1,0 +1,150 @@
+"""superoptimize end to end on CPU (Pallas interpret mode): every BENCHMARKS.md workload equals jax.jit,
+through jax.grad and jax.vmap too; the backends, the report, the cache and the fallbacks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import prism_jax
+from prism_jax.workloads import WORKLOADS
+
+SEARCH = prism_jax.SearchConfig(time_limit_s=20.0, progress=False)
+TOLERANCE = {jnp.float32: 2e-4, jnp.bfloat16: 6e-2}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """One cache for the module (a second plan of a workload is a hit), none of the user's."""
+    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "superoptimize-cache"))
+
+
+def interpret(fn, **kwargs):
+    return prism_jax.superoptimize(fn, backend="interpret", search_config=SEARCH, progress=False, **kwargs)
+
+
+def assert_close(got, expected, dtype):
+    got, expected = np.asarray(got, np.float32), np.asarray(expected, np.float32)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    assert np.max(np.abs(got - expected)) <= TOLERANCE[dtype] * scale, np.max(np.abs(got - expected))
+
+
+def loss(fn):
+    return lambda *args: jnp.sum(jnp.square(fn(*args).astype(jnp.float32)))
+
+
+CASES = [(w.name, prefill, dtype) for w in WORKLOADS for prefill in ([False, True] if w.small_prefill else [False])
+         for dtype in (jnp.float32, jnp.bfloat16)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,prefill,dtype", CASES,
+                         ids=[f"{n}{'-prefill' if p else ''}-{jnp.dtype(d).name}" for n, p, d in CASES])
+def test_workload_matches_jit_with_grad_and_vmap(name, prefill, dtype):
+    workload = prism_jax.workloads.get_workload(name)
+    shape = workload.small_prefill if prefill else workload.small
+    fn = workload.fn_for(shape)
+    args = workload.make_args(shape, dtype)
+    optimized = interpret(fn)
+    assert_close(optimized(*args), jax.jit(fn)(*args), dtype)
+    report = optimized.explain(*args)
+    assert report.plan.regions and all(p.uses_kernel or p.note for p in report.plan.regions)
+    assert any(p.uses_kernel for p in report.plan.regions), str(report)
+    grads = jax.grad(loss(optimized), argnums=tuple(range(len(args))))(*args)
+    expected = jax.grad(loss(fn), argnums=tuple(range(len(args))))(*args)
+    for g, e in zip(grads, expected):
+        assert_close(g, e, dtype)
+    batch = jnp.stack([args[0], -args[0]])
+    assert_close(jax.vmap(lambda x: optimized(x, *args[1:]))(batch), jax.vmap(lambda x: fn(x, *args[1:]))(batch), dtype)
+
+
+def rmsnorm_matmul(x, g, w):
+    h = x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * g
+    return h @ w
+
+
+def small_args(n=4, d=64):
+    keys = jax.random.split(jax.random.key(0), 3)
+    return (jax.random.normal(keys[0], (n, d)), 1 + 0.1 * jax.random.normal(keys[1], (d,)),
+            jax.random.normal(keys[2], (d, d)) / 8)
+
+
+def test_decorator_forms_jit_and_report():
+    @prism_jax.superoptimize(backend="interpret", search_config=SEARCH, progress=False)
+    def f(x, g, w):
+        return rmsnorm_matmul(x, g, w)
+
+    args = small_args()
+    assert_close(jax.jit(f)(*args), rmsnorm_matmul(*args), jnp.float32)
+    report = f.explain(*args)
+    text = str(report)
+    assert "custom_kernel" in text and "egraph" in text and "est." in text
+    assert "<table>" in report._repr_html_()
+    assert report.plan.regions[0].uses_kernel
+    # a second signature gets its own plan; the first is reused
+    assert f.explain(*args) is not None and len(f._plans) == 1
+    f(*small_args(n=8))
+    assert len(f._plans) == 2
+
+
+def test_second_build_is_a_cache_hit():
+    args = small_args()
+    interpret(rmsnorm_matmul)(*args)
+    again = interpret(rmsnorm_matmul)
+    region = again.explain(*args).plan.regions[0]
+    assert region.search.cache_hit and region.choice.cache_hit
+    assert "hit" in again.explain(*args).table()
+
+
+def test_static_argnums_and_pytrees():
+    def f(params, x, scale):
+        return rmsnorm_matmul(x, params["g"], params["w"]) * scale
+
+    x, g, w = small_args()
+    optimized = interpret(f, static_argnums=2)
+    assert_close(optimized({"g": g, "w": w}, x, 2.0), f({"g": g, "w": w}, x, 2.0), jnp.float32)
+    assert_close(optimized({"g": g, "w": w}, x, 3.0), f({"g": g, "w": w}, x, 3.0), jnp.float32)
+
+
+def test_xla_backend_never_rewrites():
+    optimized = prism_jax.superoptimize(rmsnorm_matmul, backend="xla")
+    args = small_args()
+    assert_close(optimized(*args), rmsnorm_matmul(*args), jnp.float32)
+    assert "jax.jit" in str(optimized.explain(*args))
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the no-GPU behaviour")
+def test_auto_without_gpu_runs_xla_and_says_so():
+    optimized = prism_jax.superoptimize(rmsnorm_matmul)
+    args = small_args()
+    assert_close(optimized(*args), rmsnorm_matmul(*args), jnp.float32)
+    assert "no GPU" in str(optimized.explain(*args))
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the no-GPU error")
+def test_pallas_backend_without_gpu_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="needs a GPU"):
+        prism_jax.superoptimize(rmsnorm_matmul, backend="pallas")(*small_args())
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="backend="):
+        prism_jax.superoptimize(rmsnorm_matmul, backend="cuda-please")
+    with pytest.raises(ValueError, match="device="):
+        prism_jax.superoptimize(rmsnorm_matmul, device="TPU v9")
+
+
+def test_region_without_candidates_falls_back_with_reason(monkeypatch):
+    """A region the search cannot handle runs on XLA; the report says why."""
+    from prism_jax.api import superoptimize as module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no search today")
+
+    monkeypatch.setattr(module, "search_region", broken)
+    optimized = interpret(rmsnorm_matmul)
+    args = small_args()
+    assert_close(optimized(*args), rmsnorm_matmul(*args), jnp.float32)
+    plan = optimized.explain(*args).plan
+    assert not plan.regions[0].uses_kernel and "no search today" in plan.regions[0].note
+    assert "XLA" in str(optimized.explain(*args))

@@ -1,0 +1,82 @@
+"""The tuner: instantiation under the backend's tile rules, the numerics check that keeps wrong kernels
+out, XLA as the fallback with its reason, and the on-disk cache."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from prism_jax.cache import ResultCache
+from prism_jax.cost import H100_SXM, TRITON
+from prism_jax.ir import DType
+from prism_jax.ir.examples import EXAMPLES
+from prism_jax.tune import Target, TuneConfig, max_relative_error, tolerance, tune_region
+from prism_jax.tune.tuner import CACHE_NAMESPACE
+from prism_jax.verify.mutate import mutants
+
+INTERPRET = Target("pallas-interpret", H100_SXM, interpret=True)
+SIZES = {"n": 16, "d": 64, "N": 32}
+
+
+def problem(name="rmsnorm_matmul", sizes=SIZES):
+    example = EXAMPLES[name]
+    return example.reference_graph(sizes), example.symbolic(), dict(sizes)
+
+
+def test_checked_kernel_with_power_of_two_tiles():
+    region, symbolic, sizes = problem()
+    choice = tune_region(region, [(symbolic, sizes)], INTERPRET)
+    assert choice.uses_kernel and choice.candidate == 0
+    assert choice.max_error is not None and choice.max_error < tolerance([DType.FLOAT32])
+    for op in choice.graph.custom_kernels:
+        for t in op.block.values:
+            assert all(int(d) & (int(d) - 1) == 0 for d in t.shape), t
+    assert choice.estimate_s < choice.xla_estimate_s  # the cost model's view: fused beats unfused
+
+
+def test_wrong_candidate_is_not_used():
+    region, symbolic, sizes = problem()
+    wrong = next(m.graph for m in mutants(symbolic) if "drop" in m.description or "swap" in m.description)
+    choice = tune_region(region, [(wrong, sizes)], INTERPRET)
+    assert not choice.uses_kernel
+    assert "numerics off" in choice.reason or "Error" in choice.reason
+
+
+def test_falls_through_to_the_next_candidate():
+    region, symbolic, sizes = problem()
+    wrong = next(m.graph for m in mutants(symbolic))
+    choice = tune_region(region, [(wrong, sizes), (symbolic, sizes)], INTERPRET)
+    assert choice.uses_kernel and choice.candidate == 1
+
+
+def test_no_power_of_two_tiling_still_runs_interpreted():
+    region, symbolic, sizes = problem(sizes={"n": 4, "d": 48, "N": 24})
+    choice = tune_region(region, [(symbolic, sizes)], INTERPRET)
+    assert choice.uses_kernel
+    strict = tune_region(region, [(symbolic, sizes)],
+                         Target("strict", H100_SXM, interpret=True, rules=TRITON), TuneConfig(sizes_per_candidate=1))
+    assert strict.uses_kernel  # interpret mode relaxes the rule and says so in the log of reasons
+
+
+def test_cache_hit_and_corrupt_entry(tmp_path, caplog):
+    cache = ResultCache(tmp_path / "cache.sqlite")
+    region, symbolic, sizes = problem()
+    first = tune_region(region, [(symbolic, sizes)], INTERPRET, cache=cache)
+    second = tune_region(region, [(symbolic, sizes)], INTERPRET, cache=cache)
+    assert not first.cache_hit and second.cache_hit
+    assert second.sizes == first.sizes and second.graph == first.graph
+    (key,) = [k for k in cache.keys(CACHE_NAMESPACE)]
+    cache.put(CACHE_NAMESPACE, key, {"candidate": 7})
+    with caplog.at_level(logging.WARNING):
+        third = tune_region(region, [(symbolic, sizes)], INTERPRET, cache=cache)
+    assert third.uses_kernel and not third.cache_hit
+    assert "unreadable cached tuning result" in caplog.text
+
+
+def test_max_relative_error():
+    a = np.array([1.0, 2.0, 4.0])
+    assert max_relative_error([a], [a]) == 0
+    assert max_relative_error([a + 0.04], [a]) == pytest.approx(0.01)
+    assert max_relative_error([np.array([np.nan, 2, 4])], [a]) == float("inf")
+    assert max_relative_error([a[:2]], [a]) == float("inf")
+    assert tolerance([DType.BFLOAT16, DType.FLOAT32]) > tolerance([DType.FLOAT32])
