@@ -17,12 +17,14 @@ import jax
 from prism_jax.cache import open_cache
 from prism_jax.codegen.pallas import kernel_graph_function
 from prism_jax.cost import GPUS, H100_SXM, gpu_spec
-from prism_jax.frontend import Region, TracedProgram, trace
+from prism_jax.frontend import Region, RegionConfig, TracedProgram, trace
 from prism_jax.frontend.to_jax import kernel_graph_fn
 from prism_jax.search import RegionSearch, SearchConfig, search_region
 from prism_jax.tune import Choice, Target, TuneConfig, tune_region
 
 log = logging.getLogger("prism_jax")
+
+SPLIT_BUDGETS = (3, 2, 1)  # heavy ops per region when cutting a region the search found nothing for
 
 
 class Backend(str, enum.Enum):
@@ -56,6 +58,7 @@ class RegionPlan:
     choice: Choice | None
     note: str  # why the region runs on XLA (empty when a kernel runs)
     seconds: float  # search + tuning for this plan (cache hits are fast)
+    split: bool = False  # a part of a region the search found nothing for
 
     @property
     def uses_kernel(self) -> bool:
@@ -131,13 +134,44 @@ class Superoptimized:
                     "use backend='interpret' to run the kernels in Pallas interpret mode")
             jitted = jax.jit(self.fn, static_argnums=self.static_argnums, static_argnames=self.static_argnames)
             return Plan(backend, note, None, (), jitted)
-        traced = trace(self.fn, *_abstract(args, self.static_argnums),
-                       static_argnums=self.static_argnums, static_argnames=self.static_argnames,
-                       **_abstract_kwargs(kwargs, self.static_argnames))
+        traced = self._trace(args, kwargs, RegionConfig())
         target = self._target(backend)
-        regions = self._plan_regions(traced, target)
-        runner = _runner({id(p.region): p for p in regions}, target)
-        return Plan(backend, "", traced, tuple(regions), jax.jit(traced.flat_function(runner)))
+        plans = self._plan_regions(traced.regions, target)
+        plans += self._split_failed(traced, plans, args, kwargs, target)
+        top_level = {id(r) for r in traced.top_level_regions}
+        kernels = [p.region for p in plans if p.uses_kernel and (id(p.region) in top_level or p.split)]
+        rewritten = traced.with_regions(kernels)  # nodes of regions left to XLA run as plain JAX ops
+        runner = _runner({id(p.region): p for p in plans})
+        return Plan(backend, "", rewritten, tuple(plans), jax.jit(rewritten.flat_function(runner)))
+
+    def _trace(self, args: tuple, kwargs: dict, region_config: RegionConfig) -> TracedProgram:
+        return trace(self.fn, *_abstract(args, self.static_argnums), static_argnums=self.static_argnums,
+                     static_argnames=self.static_argnames, region_config=region_config,
+                     **_abstract_kwargs(kwargs, self.static_argnames))
+
+    def _split_failed(self, traced: TracedProgram, plans: list[RegionPlan], args: tuple, kwargs: dict,
+                      target: Target) -> list[RegionPlan]:
+        """Regions the search found nothing for are cut into smaller ones (fewer heavy ops each) and
+        searched again: the region becomes a kernel graph of custom kernels and XLA ops."""
+        top_level = {id(r) for r in traced.top_level_regions}
+        open_nodes = set().union(*(p.region.nodes for p in plans if id(p.region) in top_level and not p.uses_kernel))
+        tried = {p.region.nodes for p in plans}
+        found: list[RegionPlan] = []
+        for budget in SPLIT_BUDGETS:
+            if not open_nodes:
+                break
+            smaller = self._trace(args, kwargs, RegionConfig(max_heavy_ops=budget))
+            if not traced.same_program(smaller):  # cannot happen for a deterministic trace; be safe
+                log.warning("re-tracing %s gave another program; regions are not split", self.__name__)
+                break
+            subs = [dataclasses.replace(r, name=f"{r.name}.h{budget}") for r in smaller.top_level_regions
+                    if set(r.nodes) <= open_nodes and r.nodes not in tried]  # named by their heavy-op budget
+            tried |= {r.nodes for r in subs}
+            for plan in self._plan_regions(subs, target):
+                found.append(dataclasses.replace(plan, split=True))
+                if plan.uses_kernel:
+                    open_nodes -= set(plan.region.nodes)
+        return found
 
     def _target(self, backend: Backend) -> Target:
         if backend == Backend.INTERPRET:
@@ -146,7 +180,7 @@ class Superoptimized:
         device = gpu_spec(self.device or jax.devices()[0].device_kind)
         return Target("pallas-triton", device, interpret=False)
 
-    def _plan_regions(self, traced: TracedProgram, target: Target) -> list[RegionPlan]:
+    def _plan_regions(self, regions: Sequence[Region], target: Target) -> list[RegionPlan]:
         from tqdm.auto import tqdm
 
         import prism_jax
@@ -154,8 +188,8 @@ class Superoptimized:
         cache = open_cache(version=prism_jax.__version__) if self.search_config.use_cache else None
         search_config = dataclasses.replace(self.search_config, device=target.device.name, progress=False)
         plans = []
-        with tqdm(total=len(traced.regions), disable=not self.progress, unit="region", leave=False) as bar:
-            for region in traced.regions:
+        with tqdm(total=len(regions), disable=not self.progress, unit="region", leave=False) as bar:
+            for region in regions:
                 bar.set_description(f"superoptimize {region.name}")
                 plans.append(_plan_region(region, search_config, self.tune_config, target, cache))
                 bar.update(1)
@@ -180,7 +214,7 @@ def _plan_region(region: Region, search_config: SearchConfig, tune_config: TuneC
     return RegionPlan(region, found, choice, note, time.perf_counter() - start)
 
 
-def _runner(plans: dict[int, RegionPlan], target: Target) -> Callable[[Region, list], list]:
+def _runner(plans: dict[int, RegionPlan]) -> Callable[[Region, list], list]:
     kernels: dict[int, Callable] = {}
 
     def run(region: Region, args: list) -> list:

@@ -127,3 +127,45 @@ def memory_floor_seconds(graph: KernelGraph, device: DeviceSpec) -> float:
     """The roofline floor: every input read once and every output written once, at peak bandwidth."""
     nbytes = sum(_bytes(t) for t in graph.input_types) + sum(_bytes(t) for t in graph.output_types)
     return nbytes / device.memory_bandwidth
+
+
+def xla_estimate(graph: KernelGraph, device: DeviceSpec) -> CostEstimate:
+    """A region of predefined ops as XLA fuses it: each matmul and reduction is a kernel that reads its
+    inputs through fused elementwise/layout producers; an elementwise value is written to memory (by a
+    loop fusion of its own) only when a matmul reads it or the region returns it."""
+    if not is_concrete_graph(graph):
+        raise IRError(f"cost of {graph.name!r} needs concrete sizes; instantiate it first")
+    producer = {op.outputs[0]: op for op in graph.ops}
+    matmul_operands = {v for op in graph.ops if op.kind == OpKind.MATMUL for v in op.inputs}
+    fused_into_consumer = {v for v, op in producer.items()
+                           if op.kind not in REDUCTIONS and op.kind != OpKind.MATMUL
+                           and v not in matmul_operands and v not in graph.outputs}
+    memo: dict[int, frozenset[int]] = {}
+
+    def reads(v: int) -> frozenset[int]:
+        """The materialized values a fused computation of ``v`` reads."""
+        if v not in memo:
+            op = producer.get(v)
+            if op is None or op.kind in (OpKind.CONSTANT, OpKind.IOTA):
+                memo[v] = frozenset({v}) if op is None else frozenset()
+            elif v in fused_into_consumer:
+                memo[v] = frozenset().union(*(reads(u) for u in op.inputs))
+            else:
+                memo[v] = frozenset({v})
+        return memo[v]
+
+    kernels = []
+    for i, op in enumerate(graph.ops):
+        v = op.outputs[0]
+        if v in fused_into_consumer or op.kind in (OpKind.CONSTANT, OpKind.IOTA):
+            continue
+        if op.kind == OpKind.RESHAPE and all(u not in producer for u in op.inputs):
+            continue  # a re-view of an input
+        sources = frozenset().union(*(reads(u) for u in op.inputs))
+        nbytes = sum(_bytes(graph.values[u]) for u in sources) + _bytes(graph.values[v])
+        ins = [graph.values[u] for u in op.inputs]
+        flops = op_flops(op, ins, graph.values[v])
+        itemsize = min((t.dtype.itemsize for t in ins), default=4)
+        kernels.append(KernelCost(f"#{i} {op.kind} (XLA fusion)", nbytes, flops, device.parallel_units,
+                                  _time(device, nbytes, flops, device.parallel_units, itemsize)))
+    return CostEstimate(device.name, tuple(kernels))

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prism_jax.codegen.pallas import PallasOptions, kernel_graph_function
-from prism_jax.cost import TRITON, DeviceSpec, TileRules, estimate, ranked_sizes
+from prism_jax.cost import TRITON, DeviceSpec, TileRules, ranked_sizes, xla_estimate
 from prism_jax.frontend.to_jax import jax_dtype, kernel_graph_fn
 from prism_jax.ir import DType, IRError, KernelGraph, content_hash, instantiate
 
@@ -142,6 +142,8 @@ def tune_region(region: KernelGraph, candidates: Sequence[tuple[KernelGraph, dic
     if cache is not None and config.use_cache:
         stored = cache.get(CACHE_NAMESPACE, key)
         choice = _from_cache(stored, candidates) if stored is not None else None
+        if choice is not None:  # the cost model may have changed since: estimate XLA afresh (cheap)
+            choice = dataclasses.replace(choice, xla_estimate_s=xla_estimate_of(region, target.device))
         if choice is not None and choice.graph is not None:  # checked again before this process uses it
             checker = _Checker(region, config.seed)
             try:
@@ -185,7 +187,7 @@ class _Checker:
 def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -> Choice:
     checker = _Checker(region, config.seed)
     reference, args = checker.reference, checker.args
-    xla_estimate = estimate(region, target.device).seconds
+    xla_estimate = xla_estimate_of(region, target.device)
     shortlist, reasons = _shortlist(candidates[:config.candidates], target, config)
     checked = []
     for index, graph, ranked in shortlist:
@@ -200,6 +202,9 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
         return _xla_choice(xla_estimate, "; ".join(reasons) or "no candidate")
     if target.interpret:  # interpreted kernels say nothing about speed: the cost model decides
         index, graph, ranked, options, _, error = checked[0]
+        if ranked.seconds >= xla_estimate:
+            return _xla_choice(xla_estimate, f"the cost model estimates XLA faster ({xla_estimate * 1e6:.1f} µs vs "
+                               f"{ranked.seconds * 1e6:.1f} µs)")
         return Choice(graph, index, dict(ranked.sizes), options, ranked.seconds, xla_estimate, None, None, error)
     xla_time = time_device(reference, args, config.warmup, config.iterations)
     timed = [(time_device(fn, args, config.warmup, config.iterations), k) for k, (*_, fn, _) in enumerate(checked)]
@@ -209,6 +214,10 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
         return _xla_choice(xla_estimate, f"XLA is faster ({xla_time * 1e6:.1f} µs vs {best_time * 1e6:.1f} µs)",
                            xla_time)
     return Choice(graph, index, dict(ranked.sizes), options, ranked.seconds, xla_estimate, best_time, xla_time, error)
+
+
+def xla_estimate_of(region: KernelGraph, device: DeviceSpec) -> float:
+    return xla_estimate(region, device).seconds
 
 
 def _flat(fn: Callable) -> Callable:

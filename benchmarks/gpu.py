@@ -1,0 +1,650 @@
+"""GPU benchmark: XLA (``jax.jit``), cuDNN attention and prism_jax on the BENCHMARKS.md workloads.
+
+    .venv/bin/python benchmarks/gpu.py [--workload NAME ...] [--dtype bfloat16|float16|float32]
+        [--iterations 100] [--repeats 5] [--warmup 2] [--small] [--out benchmarks/results/gpu_<device>.json]
+    .venv/bin/python benchmarks/gpu.py --dry-run --small --workload rmsnorm_matmul   # any machine
+
+Per workload x shape x implementation (``xla``: ``jax.jit(fn)``; for attention workloads also
+``cudnn`` and ``dpa_xla``: ``jax.nn.dot_product_attention(implementation="cudnn"|"xla")`` on inputs
+given in its [b, seq, heads, D] layout; ``prism_jax``: ``prism_jax.superoptimize(fn, backend="pallas")``):
+
+1. Numerics: the output is compared with the float32 reference (``jax.jit(fn)`` on float32 inputs,
+   matmuls at "highest" precision); an implementation that fails gets ``"numerics": "FAILED ..."``
+   and no speed figure.
+2. Device time (GPU protocol): ``--iterations`` calls chained inside ONE jitted ``fori_loop`` -- each
+   call's inputs pass through ``lax.optimization_barrier`` together with the previous call's output,
+   so XLA can neither hoist nor merge the calls, at no cost in memory traffic. The loop is timed with
+   ``time.perf_counter`` around ``block_until_ready`` and divided by the number of calls; median,
+   min and max over ``--repeats`` runs. Warm L2: every call reads the same inputs.
+3. Roofline: bytes = every input read once + every output written once; the device's copy bandwidth
+   (``jnp.negative`` on a 256 MiB array: read + write) is measured in the same run and each row
+   reports its fraction of it; matmul FLOPs come from the function's jaxpr (TFLOP/s for prefill
+   shapes).
+4. Optimization time: prism_jax's search + tune seconds per region (``.explain``) and a second
+   ``superoptimize`` build's time (a cache hit). A fresh cache directory is used unless
+   ``--cache-dir`` names one.
+
+Results: a JSON file (header: device, driver/CUDA, versions, commit, date, L2 state, command line;
+one row per workload, shape, dtype and implementation), a markdown table next to it (``.md``) and,
+where matplotlib is importable, a PNG of the speedup vs XLA per shape.
+
+Without a GPU the script says so and exits 0; ``--dry-run`` exercises the whole harness anywhere:
+prism_jax in Pallas interpret mode, small shapes, few iterations, and every timing labelled
+"interpret (not a speed measurement)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import prism_jax
+from prism_jax import workloads
+from prism_jax.tune import max_relative_error
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+NO_GPU = ("no GPU found (jax backend: {backend}): GPU figures cannot be measured here; "
+          "use --dry-run to exercise the harness")
+DRY_RUN_LABEL = "interpret (not a speed measurement)"
+DEVICE_LABEL = "device time (warm L2)"
+WARM_L2 = ("warm: every call of the timed loop reads the same inputs, so inputs that fit in L2 stay cached "
+           "between calls (no flush)")
+ATTENTION_WORKLOADS = ("attention", "qknorm_attention", "gqa")
+COPY_BYTES = 256 << 20  # the copy-bandwidth array (dry run: 16 MiB)
+TOLERANCE = {"float32": 1e-2, "bfloat16": 5e-2, "float16": 5e-2}  # max |error| / max(1, max |reference|)
+TOLERANCE_NOTE = ("max |out - reference| / max(1, max |reference|); float32 is loose because GPU float32 "
+                  "matmuls run as TF32 by default (XLA, cuDNN, Triton)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Seconds per call: median, min and max over repeats of one timed loop of ``calls`` calls."""
+
+    median_s: float
+    min_s: float
+    max_s: float
+    samples_s: tuple[float, ...]
+    calls: int
+    repeats: int
+
+
+def chained_loop(fn: Callable, trips: int, unroll: int) -> Callable:
+    """A jitted ``trips x unroll`` calls of ``fn(*args)``, each call's inputs made to depend on the
+    previous call's output through ``lax.optimization_barrier`` (no copy, no arithmetic), so XLA can
+    neither hoist the calls out of the loop nor merge them."""
+
+    def loop(*args):
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *args))
+
+        def body(_, out):
+            for _ in range(unroll):
+                chained, _ = jax.lax.optimization_barrier((args, out))
+                out = fn(*chained)
+            return out
+
+        return jax.lax.fori_loop(0, trips, body, zeros)
+
+    return jax.jit(loop)
+
+
+def time_chained(fn: Callable, args: Sequence[Any], *, iterations: int = 100, repeats: int = 5, warmup: int = 2,
+                 unroll: int = 10) -> Timing:
+    """Seconds per call of ``fn(*args)`` (any JAX-traceable callable): ``iterations`` calls (rounded
+    up to a multiple of ``unroll``) in one jitted loop, timed ``repeats`` times after ``warmup`` runs
+    (the first compiles); wall time around ``block_until_ready`` divided by the calls."""
+    unroll = max(1, min(unroll, iterations))
+    trips = math.ceil(iterations / unroll)
+    loop = chained_loop(fn, trips, unroll)
+    for _ in range(max(1, warmup)):
+        jax.block_until_ready(loop(*args))
+    samples = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        jax.block_until_ready(loop(*args))
+        samples.append((time.perf_counter() - start) / (trips * unroll))
+    return Timing(float(np.median(samples)), min(samples), max(samples), tuple(samples), trips * unroll, len(samples))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Roofline
+# ---------------------------------------------------------------------------------------------------
+
+
+def io_bytes(fn: Callable, args: Sequence[Any]) -> int:
+    """Every input read once + every output written once."""
+    outs = jax.tree.leaves(jax.eval_shape(fn, *args))
+    return sum(int(a.nbytes) for a in jax.tree.leaves(args)) + sum(math.prod(o.shape) * o.dtype.itemsize for o in outs)
+
+
+def _subjaxprs(params: dict) -> list:
+    found = []
+    for value in params.values():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if hasattr(item, "eqns"):
+                found.append(item)
+            elif hasattr(item, "jaxpr") and hasattr(item.jaxpr, "eqns"):
+                found.append(item.jaxpr)
+    return found
+
+
+def _dot_flops(eqn) -> int:
+    (lhs_contract, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
+    lhs, rhs = (v.aval.shape for v in eqn.invars)
+    contract = math.prod(lhs[d] for d in lhs_contract)
+    batch = math.prod(lhs[d] for d in lhs_batch)
+    lhs_free = math.prod(lhs) // (contract * batch)
+    rhs_free = math.prod(rhs) // (contract * batch)
+    return 2 * batch * contract * lhs_free * rhs_free
+
+
+def _jaxpr_flops(jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            total += _dot_flops(eqn)
+        for sub in _subjaxprs(eqn.params):
+            total += _jaxpr_flops(sub)
+    return total
+
+
+def matmul_flops(fn: Callable, args: Sequence[Any]) -> int:
+    """2·M·N·K summed over the function's matmuls (``dot_general`` in its jaxpr, as written: a causal
+    mask's skipped half is counted too)."""
+    return _jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def copy_bandwidth(nbytes: int, iterations: int, repeats: int, warmup: int) -> dict:
+    """Bytes/s of ``jnp.negative`` (a read and a write of ``nbytes``; ``x + 0`` would be folded away)."""
+    x = jnp.ones((nbytes // 4,), jnp.float32)
+    timing = time_chained(jnp.negative, (x,), iterations=iterations, repeats=repeats, warmup=warmup)
+    return {"array_bytes": int(x.nbytes), "bytes_moved": 2 * int(x.nbytes), "median_s": timing.median_s,
+            "bytes_per_s": 2 * x.nbytes / timing.median_s, "max_bytes_per_s": 2 * x.nbytes / timing.min_s}
+
+
+def loop_overhead(iterations: int, repeats: int, warmup: int) -> float:
+    """Seconds per call of the timed loop around a function that does nothing but return a scalar (the
+    harness's own cost per call: loop control and dispatch spread over the calls)."""
+    return time_chained(lambda x: x, (jnp.zeros((), jnp.float32),), iterations=iterations, repeats=repeats,
+                        warmup=warmup).median_s
+
+
+# ---------------------------------------------------------------------------------------------------
+# Implementations
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Impl:
+    """One implementation of a workload at a shape: ``fn(*args)`` gives the workload's output after
+    ``to_workload_layout``; ``skip`` (instead of ``fn``) says why it does not run here."""
+
+    name: str
+    fn: Callable | None
+    args: tuple = ()
+    to_workload_layout: Callable = lambda out: out
+    notes: list[str] = dataclasses.field(default_factory=list)
+    skip: str = ""
+    optimization: dict | None = None
+
+
+def _bshd(x):
+    """[b, heads, seq, D] <-> [b, seq, heads, D] (the workloads' layout <-> dot_product_attention's)."""
+    return jnp.swapaxes(x, 1, 2)
+
+
+def dpa_impl(workload, shape, args, implementation: str, dtype: str, on_gpu: bool) -> Impl:
+    """``jax.nn.dot_product_attention`` for an attention workload, inputs pre-transposed (outside the
+    timed loop) to its [b, seq, heads, D] layout; GQA maps natively (query head h reads KV head
+    h // (Hq/Hkv), as the workload does); QK-norm runs its RMSNorms in XLA before the call."""
+    name = "cudnn" if implementation == "cudnn" else "dpa_xla"
+    causal = workload.fn_for(shape) is workloads.causal_attention
+    if implementation == "cudnn" and not on_gpu:
+        return Impl(name, None, skip="cuDNN needs a GPU (dry run)")
+    if implementation == "cudnn" and dtype == "float32":
+        return Impl(name, None, skip="cuDNN flash attention takes float16/bfloat16 only")
+    if causal and shape.q != shape.kv:
+        return Impl(name, None, skip="workload's causal mask is bottom-right aligned, dot_product_attention's "
+                                     "top-left: they differ when q != kv")
+
+    def attend(q, k, v):
+        return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=implementation)
+
+    notes = ["inputs in [b, seq, heads, D] layout (transposed outside the timed loop)"]
+    if workload.name == "qknorm_attention":
+        notes.append("RMSNorm of Q and K by XLA before the attention call")
+        return Impl(name, lambda q, k, v, gq, gk: attend(workloads.rmsnorm(q, gq), workloads.rmsnorm(k, gk), v),
+                    tuple(_bshd(a) for a in args[:3]) + tuple(args[3:]), _bshd, notes)
+    return Impl(name, attend, tuple(_bshd(a) for a in args), _bshd, notes)
+
+
+def build_prism(fn: Callable, args: Sequence[Any], backend: str, search_config, tune_config) -> Impl:
+    """``prism_jax.superoptimize(fn)`` built for ``args`` (timed), then built again by a fresh
+    ``superoptimize`` (timed: the cache hit)."""
+    def build():
+        start = time.perf_counter()
+        optimized = prism_jax.superoptimize(fn, backend=backend, search_config=search_config,
+                                            tune_config=tune_config, progress=False)
+        explanation = optimized.explain(*args)
+        return optimized, explanation, time.perf_counter() - start
+
+    optimized, explanation, first_s = build()
+    _, again, second_s = build()
+    regions = [region_summary(p) for p in explanation.plan.regions]
+    notes = [f"{sum(r['uses_kernel'] for r in regions)}/{len(regions)} regions run a kernel"]
+    notes += [f"{r['region']}: XLA ({r['note']})" for r in regions if not r["uses_kernel"]]
+    if explanation.plan.note:
+        notes.append(explanation.plan.note)
+    optimization = {"build_s": first_s, "second_build_s": second_s, "regions": regions,
+                    "second_build_cache_hit": all(region_summary(p)["cache_hit"] for p in again.plan.regions)}
+    return Impl("prism_jax", optimized, tuple(args), notes=notes, optimization=optimization)
+
+
+def region_summary(plan) -> dict:
+    """One region of an ``Explanation``'s plan: kernel or XLA, search + tune seconds, cache, estimates."""
+    choice, search = plan.choice, plan.search
+    stats_s = search.stats.seconds if search is not None else {}
+    return {"region": plan.region.name, "uses_kernel": plan.uses_kernel, "note": plan.note,
+            "search_tune_s": plan.seconds, "search_s_recorded": stats_s.get("total", sum(stats_s.values()) or None),
+            "search_cache_hit": bool(search is not None and search.cache_hit),
+            "cache_hit": bool(search is not None and search.cache_hit and choice is not None and choice.cache_hit),
+            "estimate_s": getattr(choice, "estimate_s", None), "xla_estimate_s": getattr(choice, "xla_estimate_s", None),
+            "tuner_measured_s": getattr(choice, "measured_s", None),
+            "tuner_xla_measured_s": getattr(choice, "xla_measured_s", None),
+            "max_error": getattr(choice, "max_error", None), "sizes": dict(choice.sizes) if choice else None}
+
+
+def implementations(workload, shape, args, settings: "Settings") -> list[Impl]:
+    """Every implementation benchmarked for this workload and shape (build errors become rows)."""
+    fn = workload.fn_for(shape)
+    impls = [Impl("xla", jax.jit(fn), tuple(args))]
+    if workload.name in ATTENTION_WORKLOADS:
+        for implementation in ("cudnn", "xla"):
+            impls.append(dpa_impl(workload, shape, args, implementation, settings.dtype, settings.on_gpu))
+    try:
+        impls.append(build_prism(fn, args, settings.backend, settings.search_config, prism_jax.TuneConfig()))
+    except Exception as err:  # recorded, the run goes on
+        impls.append(Impl("prism_jax", None, skip=f"build failed: {type(err).__name__}: {str(err)[:300]}"))
+    return impls
+
+
+# ---------------------------------------------------------------------------------------------------
+# One workload at one shape
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    dtype: str
+    iterations: int
+    repeats: int
+    warmup: int
+    dry_run: bool
+    on_gpu: bool
+    backend: str
+    search_config: Any
+
+    @property
+    def label(self) -> str:
+        return DRY_RUN_LABEL if self.dry_run else DEVICE_LABEL
+
+
+def reference_output(fn: Callable, args: Sequence[Any]) -> list[np.ndarray]:
+    """``jax.jit(fn)`` on float32 copies of the inputs, matmuls at full float32 precision."""
+    with jax.default_matmul_precision("highest"):
+        out = jax.jit(fn)(*[a.astype(jnp.float32) for a in args])
+    return [np.asarray(o, np.float64) for o in jax.tree.leaves(out)]
+
+
+def check_numerics(impl: Impl, expected: list[np.ndarray], dtype: str) -> tuple[bool, str, float]:
+    out = impl.to_workload_layout(jax.jit(impl.fn)(*impl.args))
+    error = max_relative_error([np.asarray(o, np.float64) for o in jax.tree.leaves(out)], expected)
+    allowed = TOLERANCE[dtype]
+    verdict = f"max rel. error {error:.1e} (allowed {allowed:.0e})"
+    return error <= allowed, ("ok, " if error <= allowed else "FAILED: ") + verdict, error
+
+
+def measure(impl: Impl, expected, settings: Settings) -> dict:
+    """Numerics first; a timing only for an implementation that passes them."""
+    if impl.fn is None:
+        return {"status": "skipped", "numerics": "not run", "notes": impl.notes + [impl.skip]}
+    try:
+        ok, numerics, error = check_numerics(impl, expected, settings.dtype)
+        if not ok:
+            return {"status": "failed", "numerics": numerics, "max_error": error, "notes": impl.notes}
+        timing = time_chained(impl.fn, impl.args, iterations=settings.iterations, repeats=settings.repeats,
+                              warmup=settings.warmup)
+    except Exception as err:  # an implementation that does not build or run on this device
+        return {"status": "error", "numerics": "not checked", "notes": impl.notes + [
+            f"{type(err).__name__}: {str(err)[:300]}"]}
+    return {"status": "measured", "numerics": numerics, "max_error": error, "notes": impl.notes,
+            "median_s": timing.median_s, "min_s": timing.min_s, "max_s": timing.max_s,
+            "samples_s": list(timing.samples_s), "calls": timing.calls, "repeats": timing.repeats}
+
+
+def add_roofline(row: dict, nbytes: int, flops: int, copy_bytes_per_s: float, prefill: bool) -> dict:
+    median = row.get("median_s")
+    row["bytes"], row["matmul_flops"] = nbytes, flops
+    row["copy_bw_fraction"] = nbytes / median / copy_bytes_per_s if median else None
+    row["tflops"] = flops / median / 1e12 if median and prefill and flops else None
+    return row
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """``speedup_vs_xla`` = XLA's median / the row's median (rows of one workload, shape and dtype)."""
+    xla = next((r.get("median_s") for r in rows if r["implementation"] == "xla"), None)
+    for r in rows:
+        r["speedup_vs_xla"] = xla / r["median_s"] if xla and r.get("median_s") else None
+
+
+def benchmark_shape(workload, shape, settings: Settings, copy_bytes_per_s: float) -> list[dict]:
+    """Every implementation's row for one workload at one shape."""
+    fn = workload.fn_for(shape)
+    args = workload.make_args(shape, settings.dtype)
+    prefill = shape in workload.prefill_shapes or shape == workload.small_prefill
+    expected = reference_output(fn, args)
+    nbytes, flops = io_bytes(fn, args), matmul_flops(fn, args)
+    base = {"workload": workload.name, "suite": workload.suite.value, "shape": shape.as_dict(),
+            "shape_label": shape.label, "prefill": prefill, "dtype": settings.dtype, "timing": settings.label}
+    rows = []
+    for impl in implementations(workload, shape, args, settings):
+        row = {**base, "implementation": impl.name, **measure(impl, expected, settings)}
+        if impl.optimization is not None:
+            row["optimization"] = impl.optimization
+        rows.append(add_roofline(row, nbytes, flops, copy_bytes_per_s, prefill))
+    add_speedups(rows)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# Environment, tables, plot
+# ---------------------------------------------------------------------------------------------------
+
+
+def has_gpu() -> bool:
+    return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
+def device_slug(kind: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_") or "unknown"
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def gpu_software() -> dict:
+    """Driver and CUDA/cuDNN versions, where obtainable (``nvidia-smi``, jaxlib's CUDA plugin)."""
+    info: dict[str, Any] = {}
+    smi = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem",
+                "--format=csv,noheader"])
+    if smi:
+        info["nvidia_smi_query"] = smi
+    banner = _run(["nvidia-smi"]) or ""
+    match = re.search(r"CUDA Version:\s*([\d.]+)", banner)
+    if match:
+        info["cuda_driver_api"] = match.group(1)
+    try:
+        from jax._src.lib import cuda_versions
+        if cuda_versions is not None:
+            info["cudnn"] = cuda_versions.cudnn_get_version()
+            info["cuda_runtime"] = cuda_versions.cuda_runtime_get_version()
+    except Exception:  # private API; absent on CPU-only jaxlib
+        pass
+    return info
+
+
+def package_versions() -> dict:
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version(), "prism_jax": prism_jax.__version__}
+    for name in ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def git_commit() -> dict:
+    commit = _run(["git", "rev-parse", "HEAD"])
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"])
+    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
+
+
+def environment(command: str, settings: Settings, extra: dict) -> dict:
+    device = jax.devices()[0]
+    return {"harness": "benchmarks/gpu.py", "dry_run": settings.dry_run, "timing": settings.label,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": command, "device": {"kind": device.device_kind, "platform": device.platform,
+                                           "count": jax.device_count(), **gpu_software()},
+            "host": {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
+            "versions": package_versions(), "git": git_commit(), "l2": WARM_L2, "dtype": settings.dtype,
+            "iterations": settings.iterations, "repeats": settings.repeats, "warmup": settings.warmup,
+            "prism_backend": settings.backend, "search_time_limit_s": settings.search_config.time_limit_s,
+            "numerics_tolerance": TOLERANCE[settings.dtype], "numerics_measure": TOLERANCE_NOTE, **extra}
+
+
+def _us(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e6:.4g}"
+
+
+def _time_cell(r: dict) -> str:
+    if r.get("median_s") is None:
+        return "-"
+    return f"{_us(r['median_s'])} ({_us(r['min_s'])}–{_us(r['max_s'])})"
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One line per row: time per call in µs (median, min–max), fraction of copy bandwidth, TFLOP/s
+    (prefill shapes), speedup vs XLA, numerics and notes; the timing column says what was timed."""
+    lines = ["| workload | shape | dtype | implementation | timing | µs per call (min–max) | % of copy BW | "
+             "TFLOP/s | vs XLA | numerics | notes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fraction = None if r.get("copy_bw_fraction") is None else 100 * r["copy_bw_fraction"]
+        notes = "; ".join(r.get("notes", [])).replace("|", "/")
+        lines.append(f"| {r['workload']} | {r['shape_label']} | {r['dtype']} | {r['implementation']} | {r['timing']} | "
+                     f"{_time_cell(r)} | {_fmt(fraction, '.3g', '%')} | {_fmt(r.get('tflops'), '.3g')} | "
+                     f"{_fmt(r.get('speedup_vs_xla'), '.2f', '×')} | {r['numerics']} | {notes} |")
+    return "\n".join(lines)
+
+
+def optimization_table(rows: list[dict]) -> str:
+    """prism_jax's optimization time per workload and shape: first build (search + tune) and second
+    build (cache hit)."""
+    lines = ["| workload | shape | regions with a kernel | search + tune s (per region) | first build s | "
+             "second build s (cache) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        opt = r.get("optimization")
+        if r["implementation"] != "prism_jax" or opt is None:
+            continue
+        regions = opt["regions"]
+        per_region = ", ".join(f"{g['search_tune_s']:.2f}" for g in regions)
+        lines.append(f"| {r['workload']} | {r['shape_label']} | {sum(g['uses_kernel'] for g in regions)}/"
+                     f"{len(regions)} | {per_region} | {opt['build_s']:.2f} | {opt['second_build_s']:.2f} "
+                     f"({'hit' if opt['second_build_cache_hit'] else 'miss'}) |")
+    return "\n".join(lines)
+
+
+def plot_speedups(rows: list[dict], path: pathlib.Path, title: str) -> str:
+    """A PNG of speedup vs XLA per (workload, shape), one bar per non-XLA implementation; returns a note
+    (written, or why not)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed"
+    keys = list(dict.fromkeys((r["workload"], r["shape_label"]) for r in rows))
+    impls = list(dict.fromkeys(r["implementation"] for r in rows if r["implementation"] != "xla"))
+    speed = {(r["workload"], r["shape_label"], r["implementation"]): r.get("speedup_vs_xla") for r in rows}
+    width = 0.8 / max(1, len(impls))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(keys)), 4.5))
+    for i, impl in enumerate(impls):
+        values = [speed.get((w, s, impl)) or 0.0 for w, s in keys]
+        ax.bar([k + i * width for k in range(len(keys))], values, width, label=impl)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([k + width * (len(impls) - 1) / 2 for k in range(len(keys))])
+    ax.set_xticklabels([f"{w}\n{s}" for w, s in keys], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("speedup vs XLA (jax.jit)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return f"plot written: {path}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", action="append", help="only these workloads (repeatable; default: all)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
+    parser.add_argument("--iterations", type=int, help="calls per timed loop (default 100; dry run 4)")
+    parser.add_argument("--repeats", type=int, help="timed loops per implementation (default 5; dry run 3)")
+    parser.add_argument("--warmup", type=int, help="untimed loops first (default 2; dry run 1)")
+    parser.add_argument("--small", action="store_true", help="each workload's small (and small prefill) shape")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run anywhere: prism_jax in Pallas interpret mode, small shapes, few iterations; "
+                             "no figure is a speed measurement")
+    parser.add_argument("--time-limit", type=float, default=60.0, help="symbolic search seconds per region")
+    parser.add_argument("--cache-dir", help="prism_jax cache to use (default: a fresh temporary directory)")
+    parser.add_argument("--out", help="results JSON (default benchmarks/results/gpu_<device>.json); "
+                                      "the markdown table and plot go next to it")
+    return parser.parse_args(argv)
+
+
+def settings_from(ns: argparse.Namespace) -> Settings:
+    dry = ns.dry_run
+    pick = (lambda value, gpu, dry_default: value if value is not None else (dry_default if dry else gpu))
+    config = prism_jax.SearchConfig(time_limit_s=ns.time_limit, progress=False)
+    return Settings(ns.dtype, pick(ns.iterations, 100, 4), pick(ns.repeats, 5, 3), pick(ns.warmup, 2, 1), dry,
+                    has_gpu(), "interpret" if dry else "pallas", config)
+
+
+def selected_shapes(workload, small: bool) -> list:
+    if small:
+        return [workload.small] + ([workload.small_prefill] if workload.small_prefill is not None else [])
+    return list(workload.shapes) + list(workload.prefill_shapes)
+
+
+@contextlib.contextmanager
+def prism_cache(path: str | None):
+    """``PRISM_JAX_CACHE_DIR`` set to ``path`` or to a fresh temporary directory, restored after."""
+    previous = os.environ.get("PRISM_JAX_CACHE_DIR")
+    with contextlib.ExitStack() as stack:
+        directory = path or stack.enter_context(tempfile.TemporaryDirectory(prefix="prism_jax_gpu_bench_"))
+        os.environ["PRISM_JAX_CACHE_DIR"] = directory
+        try:
+            yield "fresh temporary directory" if path is None else directory
+        finally:
+            if previous is None:
+                os.environ.pop("PRISM_JAX_CACHE_DIR", None)
+            else:
+                os.environ["PRISM_JAX_CACHE_DIR"] = previous
+
+
+def output_path(ns: argparse.Namespace, dry_run: bool) -> pathlib.Path:
+    if ns.out:
+        return pathlib.Path(ns.out)
+    slug = device_slug(jax.devices()[0].device_kind)
+    return RESULTS / f"gpu_{'dry_run_' if dry_run else ''}{slug}.json"
+
+
+def protocol_notes(settings: Settings) -> list[str]:
+    notes = []
+    if settings.dry_run:
+        notes.append(f"dry run on {jax.default_backend()}: prism_jax in Pallas interpret mode; "
+                     "no figure here is a GPU speed measurement")
+    elif settings.iterations < 100 or settings.repeats < 5:
+        notes.append(f"below the GPU protocol (>= 100 iterations, >= 5 repeats): "
+                     f"{settings.iterations} iterations, {settings.repeats} repeats")
+    return notes
+
+
+def run_all(names: Sequence[str], settings: Settings, small: bool) -> tuple[list[dict], dict]:
+    copy_bytes = (16 << 20) if settings.dry_run else COPY_BYTES
+    bandwidth = copy_bandwidth(copy_bytes, settings.iterations, settings.repeats, settings.warmup)
+    overhead = loop_overhead(settings.iterations, settings.repeats, settings.warmup)
+    print(f"copy bandwidth {bandwidth['bytes_per_s'] / 1e9:.1f} GB/s ({settings.label}); "
+          f"loop overhead {overhead * 1e6:.2f} µs per call", flush=True)
+    rows = []
+    for name in names:
+        workload = workloads.get_workload(name)
+        for shape in selected_shapes(workload, small):
+            shape_rows = benchmark_shape(workload, shape, settings, bandwidth["bytes_per_s"])
+            rows += shape_rows
+            for r in shape_rows:
+                print(f"{name:20s} {shape.label:34s} {r['implementation']:10s} {_time_cell(r):>26s} µs  "
+                      f"{r['numerics']}", flush=True)
+    return rows, {"copy_bandwidth": bandwidth, "loop_overhead_s_per_call": overhead}
+
+
+def write_outputs(path: pathlib.Path, header: dict, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    title = f"{header['device']['kind']} — {header['dtype']}" + (" — DRY RUN, not a speed measurement"
+                                                                  if header["dry_run"] else "")
+    header["plot"] = plot_speedups(rows, path.with_suffix(".png"), title)
+    with open(path, "w") as f:
+        json.dump({"environment": header, "results": rows}, f, indent=1, default=float)
+    table = markdown_table(rows) + "\n\nOptimization time (prism_jax):\n\n" + optimization_table(rows)
+    path.with_suffix(".md").write_text(f"{title}\n\n{table}\n")
+    print(table)
+    print(f"results: {path} (+ .md); {header['plot']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ns = parse_args(argv)
+    if not ns.dry_run and not has_gpu():
+        print(NO_GPU.format(backend=jax.default_backend()))
+        return 0
+    ns.small = ns.small or ns.dry_run
+    settings = settings_from(ns)
+    names = ns.workload or list(workloads.WORKLOADS)
+    for note in protocol_notes(settings):
+        print(note, flush=True)
+    with prism_cache(ns.cache_dir) as cache:
+        rows, measured = run_all(names, settings, ns.small)
+    command = shlex.join([os.path.relpath(sys.executable, ROOT), "benchmarks/gpu.py", *argv])
+    header = environment(command, settings, {**measured, "prism_cache": cache, "small_shapes": ns.small,
+                                             "protocol_notes": protocol_notes(settings)})
+    write_outputs(output_path(ns, settings.dry_run), header, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
