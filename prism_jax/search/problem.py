@@ -51,8 +51,11 @@ class SearchProblem:
         """The region's type for the candidate output ``value`` (before any output view)."""
         k = candidate.outputs.index(value)
         view = self.output_views[k] if k < len(self.output_views) else None
-        region_value = view.inputs[0] if view is not None else self.reference.outputs[k]
-        return self.reference.values[region_value]
+        stored = self.reference.values[self.reference.outputs[k]]
+        if view is None:
+            return stored
+        # the view reads the widened graph's value (its convert erased): its shape, the output's dtype
+        return self.reference.values[view.inputs[0]].with_dtype(stored.dtype)
 
     def assemble(self, candidate: KernelGraph) -> KernelGraph:
         """The whole region's program: the reference's inputs, its views, then ``candidate`` (a program

@@ -101,9 +101,9 @@ def max_relative_error(got: Sequence[Any], expected: Sequence[Any]) -> float:
     """Largest |got − expected| over the scale of ``expected`` (max |expected|, at least 1), per output."""
     worst = 0.0
     for g, e in zip(got, expected):
-        g64, e64 = np.asarray(g, np.float64), np.asarray(e, np.float64)
-        if g64.shape != e64.shape:
+        if np.shape(g) != np.shape(e) or np.asarray(g).dtype != np.asarray(e).dtype:
             return float("inf")
+        g64, e64 = np.asarray(g, np.float64), np.asarray(e, np.float64)
         finite = np.isfinite(e64)
         if not np.array_equal(finite, np.isfinite(g64)):
             return float("inf")
@@ -175,9 +175,14 @@ class _Checker:
     def error(self, graph: KernelGraph, options: PallasOptions) -> float:
         try:
             fn = jax.jit(_flat(kernel_graph_function(graph, options)))
-            error = max_relative_error(fn(*self.args), self.expected)
+            got = fn(*self.args)
         except Exception as err:  # a kernel that does not build or run is not used
             raise _CheckFailed(f"{type(err).__name__}: {str(err)[:200]}") from err
+        wrong = [f"{g.dtype}{list(g.shape)} for {e.dtype}{list(e.shape)}" for g, e in zip(got, self.expected)
+                 if g.dtype != e.dtype or g.shape != e.shape]
+        if wrong:
+            raise _CheckFailed(f"returns {', '.join(wrong)}")
+        error = max_relative_error(got, self.expected)
         if error > self.allowed:
             raise _CheckFailed(f"numerics off by {error:.2e} (allowed {self.allowed:.0e})")
         self.last_fn = fn

@@ -79,4 +79,5 @@ def test_max_relative_error():
     assert max_relative_error([a + 0.04], [a]) == pytest.approx(0.01)
     assert max_relative_error([np.array([np.nan, 2, 4])], [a]) == float("inf")
     assert max_relative_error([a[:2]], [a]) == float("inf")
+    assert max_relative_error([a.astype(np.float32)], [a]) == float("inf")  # dtypes must match too
     assert tolerance([DType.BFLOAT16, DType.FLOAT32]) > tolerance([DType.FLOAT32])
