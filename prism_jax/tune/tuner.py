@@ -203,6 +203,8 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
                 reasons.append(f"candidate {index} {ranked.sizes}: {err}")
                 continue
             checked.append((index, graph, ranked, options, checker.last_fn, error))
+        if checked and target.interpret:
+            break  # nothing is timed: the cost model's cheapest program that passes its check wins
     if not checked:
         return _xla_choice(xla_estimate, "; ".join(reasons) or "no candidate")
     if target.interpret:  # interpreted kernels say nothing about speed: the cost model decides

@@ -9,7 +9,7 @@ import pytest
 import prism_jax
 from prism_jax.workloads import WORKLOADS
 
-SEARCH = prism_jax.SearchConfig(time_limit_s=20.0, progress=False)
+SEARCH = prism_jax.SearchConfig(time_limit_s=15.0, progress=False)
 TOLERANCE = {jnp.float32: 2e-4, jnp.bfloat16: 6e-2}
 
 

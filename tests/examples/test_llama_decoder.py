@@ -1,0 +1,57 @@
+"""examples/llama_decoder.py runs as a test: the Flax decoder block superoptimized for prefill and for
+decode with a KV cache, equal to jax.jit; plus jax.grad and jax.vmap through the superoptimized block."""
+
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import prism_jax
+from prism_jax.workloads.llama import llama_block_fn, tiny_config
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "llama_decoder.py"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "llama-cache"))
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("llama_decoder_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 1e-4), (jnp.bfloat16, 0.1)], ids=["float32", "bfloat16"])
+def test_example_prefill_and_decode_match_jit(dtype, tolerance):
+    results = load_example().run(dtype, verbose=False)
+    for mode, (difference, report) in results.items():
+        assert difference <= tolerance, (mode, difference)
+        assert any(p.uses_kernel for p in report.plan.regions), str(report)
+
+
+@pytest.mark.slow
+def test_grad_and_vmap_through_the_superoptimized_block():
+    example = load_example()
+    config = tiny_config(qk_norm=True)
+    fn, params = llama_block_fn(config, mode="prefill")
+    prompt, _ = example.decoder_inputs(config, jnp.float32)
+    optimized = prism_jax.superoptimize(fn, backend="interpret", progress=False,
+                                        search_config=prism_jax.SearchConfig(time_limit_s=20.0, progress=False))
+
+    def loss(f):
+        return lambda p, x: jnp.sum(jnp.square(f(p, x)))
+
+    got = jax.grad(loss(optimized))(params, prompt)
+    expected = jax.grad(loss(fn))(params, prompt)
+    for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=2e-4, atol=2e-4 * float(np.max(np.abs(e))))
+    batch = jnp.stack([prompt, 0.5 * prompt])
+    np.testing.assert_allclose(np.asarray(jax.vmap(lambda x: optimized(params, x))(batch)),
+                               np.asarray(jax.vmap(lambda x: fn(params, x))(batch)), rtol=1e-4, atol=1e-4)
