@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import pickle
 import subprocess
@@ -99,6 +100,7 @@ class SearchStats:
     refuted: int = 0
     plausible: int = 0
     split_forms: int = 0  # two-kernel forms built from plausible single kernels
+    never_fits: int = 0  # tiles exceed on-chip memory at every size
     no_fit: int = 0
     sent_to_egraph: int = 0
     proved: int = 0
@@ -119,6 +121,7 @@ class SearchStats:
                 ("  pruned: numerics (unshifted exp)", str(e.pruned_numerics)),
                 ("map assignments", str(self.assignments)),
                 ("  ill-typed", str(self.ill_typed)),
+                ("  pruned: exceeds on-chip memory at every size", str(self.never_fits)),
                 ("  sent to fingerprint", str(self.assignments - self.ill_typed)),
                 ("  two-kernel split forms built", str(self.split_forms)),
                 ("  refuted by fingerprint", str(self.refuted)),
@@ -269,7 +272,7 @@ def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: Sea
 
     phase_start = time.perf_counter()
     screen_deadline = start + config.time_limit_s * config.screening_share
-    screened = _screen(structures, problem.core, grid_ranks, stats, screen_deadline, progress)
+    screened = _screen(structures, problem.core, grid_ranks, stats, screen_deadline, progress, device.onchip_bytes)
     stats.seconds["maps + fingerprint"] = time.perf_counter() - phase_start
 
     phase_start = time.perf_counter()
@@ -344,8 +347,20 @@ def _run_worker(payload: bytes) -> list:
     return pickle.loads(out)
 
 
+def smallest_footprint(graph: KernelGraph) -> int:
+    """A lower bound of any custom kernel's on-chip bytes over every size assignment: a tile dim with a
+    symbol in it can be as small as 1 (its grid/loop extents as large as the dim), a concrete one stays."""
+    footprint = 0
+    for op in graph.custom_kernels:
+        total = 0
+        for t in op.block.values:
+            total += math.prod(d if isinstance(d, int) else 1 for d in t.shape) * t.dtype.itemsize
+        footprint = max(footprint, total)
+    return footprint
+
+
 def _screen(structures: list, core: KernelGraph, grid_ranks: tuple[int, ...], stats: SearchStats, deadline: float,
-            progress: Progress | None) -> list[tuple[int, KernelGraph]]:
+            progress: Progress | None, onchip_bytes: int) -> list[tuple[int, KernelGraph]]:
     """Every map assignment of every structure, through the fingerprint; the survivors."""
     fingerprint = FingerprintVerifier(FingerprintConfig(trials=1))  # a filter: the e-graph has the last word
     survivors = []
@@ -362,6 +377,9 @@ def _screen(structures: list, core: KernelGraph, grid_ranks: tuple[int, ...], st
                 graph = build_candidate(structure, core, assignment)
             except IRError:
                 stats.ill_typed += 1
+                continue
+            if smallest_footprint(graph) > onchip_bytes:  # sound: no size makes it fit
+                stats.never_fits += 1
                 continue
             verdict = fingerprint.verify(core, graph)
             if verdict.status is Status.NOT_EQUAL:

@@ -219,3 +219,30 @@ def test_matmul_free_region_is_fused_from_the_region_itself():
     block = _fused_block(found.best)
     assert _kinds(block).count(OpKind.RSQRT) == 2 and found.best.verdict.method == "egraph"
     _matches_jit("ntrans", found.best, found.sizes)
+
+
+def test_on_chip_pruning_holds_for_every_size():
+    """Symbolic tiles can shrink to one element; concrete ones cannot: only those are pruned."""
+    from prism_jax.ir.examples import EXAMPLES, instantiate_example
+    from prism_jax.search.driver import smallest_footprint
+
+    assert smallest_footprint(EXAMPLES["rmsnorm_matmul"].symbolic()) < 64
+    whole = instantiate_example("tiled_matmul", {"grid": (1, 1), "forloop": 1}, {"M": 512, "K": 512, "N": 512})
+    assert smallest_footprint(whole) == 4 * 512 * 512 * 4  # A, B, their product and its accumulator
+
+
+def test_screen_prunes_what_never_fits_before_the_fingerprint():
+    import time
+
+    from prism_jax.search.driver import SearchStats, _screen
+    from prism_jax.search.enumerate import EnumerationConfig, enumerate_structures
+    from prism_jax.search.problem import SearchProblem
+
+    _, _, region = _region("swiglu")
+    core = SearchProblem.of(symbolize(region)[0]).core
+    structures = list(enumerate_structures(core, EnumerationConfig(time_limit_s=5.0), only=0))
+    roomy, cramped = SearchStats(), SearchStats()
+    assert _screen(structures, core, (1, 2), roomy, time.perf_counter() + 30, None, onchip_bytes=1 << 30)
+    assert roomy.never_fits == 0
+    assert not _screen(structures, core, (1, 2), cramped, time.perf_counter() + 30, None, onchip_bytes=8)
+    assert cramped.never_fits == cramped.assignments - cramped.ill_typed > 0
