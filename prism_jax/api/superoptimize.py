@@ -5,6 +5,7 @@ static arguments), like ``jax.jit``'s re-tracing."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import enum
 import functools
@@ -119,7 +120,12 @@ class Superoptimized:
     def _plan(self, args: tuple, kwargs: dict) -> Plan:
         key = self._signature(args, kwargs)
         if key not in self._plans:
-            self._plans[key] = self._build(args, kwargs)
+            # in a thread of its own: JAX's tracing state is per thread, so under an outer jit/grad/vmap
+            # the search and the tuner's checks still run on concrete data
+            abstract_args, abstract_kwargs = _abstract(args, self.static_argnums), _abstract_kwargs(
+                kwargs, self.static_argnames)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                self._plans[key] = pool.submit(self._build, tuple(abstract_args), abstract_kwargs).result()
         return self._plans[key]
 
     def _build(self, args: tuple, kwargs: dict) -> Plan:
