@@ -15,7 +15,7 @@ from prism_jax.ir.serialize import SCHEMA_VERSION, content_hash, from_json, to_j
 from prism_jax.ir.symbolic import (ConstraintSet, Divisible, InRange, MemoryBudget, Mono, Size,
                                    UnsatisfiableError, constant_value, evaluate as evaluate_size, substitute,
                                    sym)
-from prism_jax.ir.transform import instantiate
+from prism_jax.ir.transform import instantiate, rename_symbols
 from prism_jax.ir.types import DType, TensorType
 
 __all__ = ["ACCUMULATORS", "Attrs", "BLOCK_OPS", "BlockGraph", "BlockGraphBuilder", "BlockInput", "BlockOutput",
@@ -25,6 +25,6 @@ __all__ = ["ACCUMULATORS", "Attrs", "BLOCK_OPS", "BlockGraph", "BlockGraphBuilde
            "TensorType", "UnsatisfiableError", "broadcast_shapes", "constant_value", "content_hash",
            "enumerate_assignments",
            "evaluate", "evaluate_size", "format_block_graph", "format_kernel_graph", "from_json", "infer_types",
-           "instantiate", "is_concrete_graph", "loop_map", "map_from_dims", "map_variables", "no_split",
+           "instantiate", "rename_symbols", "is_concrete_graph", "loop_map", "map_from_dims", "map_variables", "no_split",
            "numpy_dtype", "substitute", "sym", "tile_dim", "tile_dim_expr", "to_json", "validate_block_graph",
            "validate_kernel_graph"]

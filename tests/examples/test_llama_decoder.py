@@ -30,7 +30,7 @@ def load_example():
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 1e-4), (jnp.bfloat16, 0.1)], ids=["float32", "bfloat16"])
 def test_example_prefill_and_decode_match_jit(dtype, tolerance):
-    results = load_example().run(dtype, verbose=False)
+    results = load_example().run(dtype, time_limit_s=8.0, verbose=False)
     for mode, (difference, report) in results.items():
         assert difference <= tolerance, (mode, difference)
         assert any(p.uses_kernel for p in report.plan.regions), str(report)
@@ -43,7 +43,7 @@ def test_grad_and_vmap_through_the_superoptimized_block():
     fn, params = llama_block_fn(config, mode="prefill")
     prompt, _ = example.decoder_inputs(config, jnp.float32)
     optimized = prism_jax.superoptimize(fn, backend="interpret", progress=False,
-                                        search_config=prism_jax.SearchConfig(time_limit_s=20.0, progress=False))
+                                        search_config=prism_jax.SearchConfig(time_limit_s=8.0, progress=False))
 
     def loss(f):
         return lambda p, x: jnp.sum(jnp.square(f(p, x)))
