@@ -59,12 +59,11 @@ def _demo_row(name: str, shape: str, plan, build_s: float, err: float, ok: bool)
     kernel_s = xla_s = 0.0
     for p in plan.regions:
         choice = p.choice
-        if choice is None or (p.split and not p.uses_kernel):
-            continue  # no estimate, or a part of a region counted whole below
+        if choice is None:
+            continue  # no estimate: the search found nothing
         xla = choice.xla_measured_s if choice.xla_measured_s is not None else choice.xla_estimate_s
         mine = (choice.measured_s if choice.measured_s is not None else choice.estimate_s) if p.uses_kernel else xla
-        if p.split or not any(q.split for q in plan.regions):
-            kernel_s, xla_s = kernel_s + mine, xla_s + xla
+        kernel_s, xla_s = kernel_s + mine, xla_s + xla
     kernels = sum(len(p.choice.graph.custom_kernels) for p in plan.regions if p.uses_kernel)
     proofs = sorted({p.search.candidates[p.choice.candidate].verdict.method for p in plan.regions if p.uses_kernel})
     hit = all(p.search is not None and p.search.cache_hit and (p.choice is None or p.choice.cache_hit)

@@ -18,14 +18,12 @@ import jax
 from prism_jax.cache import open_cache
 from prism_jax.codegen.pallas import kernel_graph_function
 from prism_jax.cost import GPUS, H100_SXM, gpu_spec
-from prism_jax.frontend import Region, RegionConfig, TracedProgram, trace
+from prism_jax.frontend import Region, TracedProgram, trace
 from prism_jax.frontend.to_jax import kernel_graph_fn
 from prism_jax.search import RegionSearch, SearchConfig, search_region
 from prism_jax.tune import Choice, Target, TuneConfig, tune_region
 
 log = logging.getLogger("prism_jax")
-
-SPLIT_BUDGETS = (3, 2, 1)  # heavy ops per region when cutting a region the search found nothing for
 
 
 class Backend(str, enum.Enum):
@@ -59,7 +57,6 @@ class RegionPlan:
     choice: Choice | None
     note: str  # why the region runs on XLA (empty when a kernel runs)
     seconds: float  # search + tuning for this plan (cache hits are fast)
-    split: bool = False  # a part of a region the search found nothing for
 
     @property
     def uses_kernel(self) -> bool:
@@ -140,44 +137,12 @@ class Superoptimized:
                     "use backend='interpret' to run the kernels in Pallas interpret mode")
             jitted = jax.jit(self.fn, static_argnums=self.static_argnums, static_argnames=self.static_argnames)
             return Plan(backend, note, None, (), jitted)
-        traced = self._trace(args, kwargs, RegionConfig())
+        traced = trace(self.fn, *args, static_argnums=self.static_argnums, static_argnames=self.static_argnames,
+                       **kwargs)
         target = self._target(backend)
         plans = self._plan_regions(traced.regions, target)
-        plans += self._split_failed(traced, plans, args, kwargs, target)
-        top_level = {id(r) for r in traced.top_level_regions}
-        kernels = [p.region for p in plans if p.uses_kernel and (id(p.region) in top_level or p.split)]
-        rewritten = traced.with_regions(kernels)  # nodes of regions left to XLA run as plain JAX ops
         runner = _runner({id(p.region): p for p in plans})
-        return Plan(backend, "", rewritten, tuple(plans), jax.jit(rewritten.flat_function(runner)))
-
-    def _trace(self, args: tuple, kwargs: dict, region_config: RegionConfig) -> TracedProgram:
-        return trace(self.fn, *_abstract(args, self.static_argnums), static_argnums=self.static_argnums,
-                     static_argnames=self.static_argnames, region_config=region_config,
-                     **_abstract_kwargs(kwargs, self.static_argnames))
-
-    def _split_failed(self, traced: TracedProgram, plans: list[RegionPlan], args: tuple, kwargs: dict,
-                      target: Target) -> list[RegionPlan]:
-        """Regions the search found nothing for are cut into smaller ones (fewer heavy ops each) and
-        searched again: the region becomes a kernel graph of custom kernels and XLA ops."""
-        top_level = {id(r) for r in traced.top_level_regions}
-        open_nodes = set().union(*(p.region.nodes for p in plans if id(p.region) in top_level and not p.uses_kernel))
-        tried = {p.region.nodes for p in plans}
-        found: list[RegionPlan] = []
-        for budget in SPLIT_BUDGETS:
-            if not open_nodes:
-                break
-            smaller = self._trace(args, kwargs, RegionConfig(max_heavy_ops=budget))
-            if not traced.same_program(smaller):  # cannot happen for a deterministic trace; be safe
-                log.warning("re-tracing %s gave another program; regions are not split", self.__name__)
-                break
-            subs = [dataclasses.replace(r, name=f"{r.name}.h{budget}") for r in smaller.top_level_regions
-                    if set(r.nodes) <= open_nodes and r.nodes not in tried]  # named by their heavy-op budget
-            tried |= {r.nodes for r in subs}
-            for plan in self._plan_regions(subs, target):
-                found.append(dataclasses.replace(plan, split=True))
-                if plan.uses_kernel:
-                    open_nodes -= set(plan.region.nodes)
-        return found
+        return Plan(backend, "", traced, tuple(plans), jax.jit(traced.flat_function(runner)))
 
     def _target(self, backend: Backend) -> Target:
         if backend == Backend.INTERPRET:

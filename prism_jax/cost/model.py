@@ -101,26 +101,64 @@ def block_cost(block: BlockGraph, sources: list[TensorType]) -> tuple[int, int, 
 
 
 def estimate(graph: KernelGraph, device: DeviceSpec) -> CostEstimate:
-    """Each predefined op is its own kernel (as XLA would run it unfused); each custom kernel is one."""
+    """Each custom kernel is one kernel; predefined ops run as XLA fuses them (see :func:`_fusions`)."""
     if not is_concrete_graph(graph):
         raise IRError(f"cost of {graph.name!r} needs concrete sizes; instantiate it first")
+    fused, reads = _fusions(graph)
     kernels = []
     for i, op in enumerate(graph.ops):
         ins = [graph.values[v] for v in op.inputs]
-        out = graph.values[op.outputs[0]]
-        overlapped = True
+        itemsize = min((t.dtype.itemsize for t in ins), default=4)
         if op.kind == OpKind.CUSTOM_KERNEL:
             nbytes, flops, blocks = block_cost(op.block, ins)
-            overlapped = overlaps_loads(op.block, device)
-        elif op.kind in _FREE:
+            kernels.append(KernelCost(f"#{i} {op.kind}", nbytes, flops, blocks,
+                                      _time(device, nbytes, flops, blocks, itemsize, overlaps_loads(op.block, device))))
             continue
-        else:
-            nbytes = sum(_bytes(t) for t in ins) + _bytes(out)
-            flops, blocks = op_flops(op, ins, out), device.parallel_units
-        itemsize = min((t.dtype.itemsize for t in ins), default=4)
-        kernels.append(KernelCost(f"#{i} {op.kind}", nbytes, flops, blocks,
-                                  _time(device, nbytes, flops, blocks, itemsize, overlapped)))
+        v = op.outputs[0]
+        if v in fused or op.kind in _FREE:
+            continue
+        sources = frozenset().union(*(reads(u) for u in op.inputs))
+        nbytes = sum(_bytes(graph.values[u]) for u in sources) + _bytes(graph.values[v])
+        flops = op_flops(op, ins, graph.values[v])
+        kernels.append(KernelCost(f"#{i} {op.kind}", nbytes, flops, device.parallel_units,
+                                  _time(device, nbytes, flops, device.parallel_units, itemsize)))
     return CostEstimate(device.name, tuple(kernels))
+
+
+def _fusions(graph: KernelGraph):
+    """How XLA runs predefined ops: each matmul and reduction is a kernel reading its inputs through
+    fused elementwise/layout producers; an elementwise value is written to memory (by a loop fusion of
+    its own) only when a matmul or custom kernel reads it or the graph returns it; reshapes are free.
+    Returns the fused values and ``reads(v)``: the values in memory a computation of ``v`` reads."""
+    producer = {v: op for op in graph.ops for v in op.outputs}
+
+    def underlying(v: int) -> int:
+        while v in producer and producer[v].kind == OpKind.RESHAPE:
+            v = producer[v].inputs[0]
+        return v
+
+    stored = {underlying(v) for v in graph.outputs}
+    stored |= {underlying(v) for op in graph.ops if op.kind in (OpKind.MATMUL, OpKind.CUSTOM_KERNEL) for v in op.inputs}
+    fused = {v for v, op in producer.items() if op.kind not in _KERNEL_KINDS and v not in stored}
+    memo: dict[int, frozenset[int]] = {}
+
+    def reads(v: int) -> frozenset[int]:
+        if v not in memo:
+            op = producer.get(v)
+            if op is None:
+                memo[v] = frozenset({v})
+            elif op.kind in (OpKind.CONSTANT, OpKind.IOTA):
+                memo[v] = frozenset()
+            elif op.kind == OpKind.RESHAPE or v in fused:
+                memo[v] = frozenset().union(*(reads(u) for u in op.inputs))
+            else:
+                memo[v] = frozenset({v})
+        return memo[v]
+
+    return fused, reads
+
+
+_KERNEL_KINDS = REDUCTIONS | {OpKind.MATMUL, OpKind.CUSTOM_KERNEL, OpKind.RESHAPE, OpKind.CONSTANT, OpKind.IOTA}
 
 
 def memory_floor_seconds(graph: KernelGraph, device: DeviceSpec) -> float:
@@ -128,44 +166,3 @@ def memory_floor_seconds(graph: KernelGraph, device: DeviceSpec) -> float:
     nbytes = sum(_bytes(t) for t in graph.input_types) + sum(_bytes(t) for t in graph.output_types)
     return nbytes / device.memory_bandwidth
 
-
-def xla_estimate(graph: KernelGraph, device: DeviceSpec) -> CostEstimate:
-    """A region of predefined ops as XLA fuses it: each matmul and reduction is a kernel that reads its
-    inputs through fused elementwise/layout producers; an elementwise value is written to memory (by a
-    loop fusion of its own) only when a matmul reads it or the region returns it."""
-    if not is_concrete_graph(graph):
-        raise IRError(f"cost of {graph.name!r} needs concrete sizes; instantiate it first")
-    producer = {op.outputs[0]: op for op in graph.ops}
-    matmul_operands = {v for op in graph.ops if op.kind == OpKind.MATMUL for v in op.inputs}
-    fused_into_consumer = {v for v, op in producer.items()
-                           if op.kind not in REDUCTIONS and op.kind != OpKind.MATMUL
-                           and v not in matmul_operands and v not in graph.outputs}
-    memo: dict[int, frozenset[int]] = {}
-
-    def reads(v: int) -> frozenset[int]:
-        """The materialized values a fused computation of ``v`` reads."""
-        if v not in memo:
-            op = producer.get(v)
-            if op is None or op.kind in (OpKind.CONSTANT, OpKind.IOTA):
-                memo[v] = frozenset({v}) if op is None else frozenset()
-            elif v in fused_into_consumer:
-                memo[v] = frozenset().union(*(reads(u) for u in op.inputs))
-            else:
-                memo[v] = frozenset({v})
-        return memo[v]
-
-    kernels = []
-    for i, op in enumerate(graph.ops):
-        v = op.outputs[0]
-        if v in fused_into_consumer or op.kind in (OpKind.CONSTANT, OpKind.IOTA):
-            continue
-        if op.kind == OpKind.RESHAPE and all(u not in producer for u in op.inputs):
-            continue  # a re-view of an input
-        sources = frozenset().union(*(reads(u) for u in op.inputs))
-        nbytes = sum(_bytes(graph.values[u]) for u in sources) + _bytes(graph.values[v])
-        ins = [graph.values[u] for u in op.inputs]
-        flops = op_flops(op, ins, graph.values[v])
-        itemsize = min((t.dtype.itemsize for t in ins), default=4)
-        kernels.append(KernelCost(f"#{i} {op.kind} (XLA fusion)", nbytes, flops, device.parallel_units,
-                                  _time(device, nbytes, flops, device.parallel_units, itemsize)))
-    return CostEstimate(device.name, tuple(kernels))

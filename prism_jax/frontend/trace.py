@@ -239,24 +239,6 @@ class TracedProgram:
         return self._part.all_regions()
 
     @property
-    def top_level_regions(self) -> list[Region]:
-        """The regions outside scan bodies."""
-        return list(self._part.regions)
-
-    def with_regions(self, regions: Sequence[Region]) -> "TracedProgram":
-        """The same program with other top-level regions (disjoint and convex, e.g. from tracing the same
-        function under another :class:`RegionConfig`); scan bodies keep theirs."""
-        part = PartitionedProgram(self._part.program, list(regions), self._part.scan_bodies)
-        return TracedProgram(self.fn, part, self._in_tree, self._out_tree, self._statics, self._flat_avals)
-
-    def same_program(self, other: "TracedProgram") -> bool:
-        """Whether ``other`` traced the same flat program (node for node), so its regions apply here."""
-        mine, theirs = self.program, other.program
-        return (len(mine.nodes) == len(theirs.nodes) and mine.inputs == theirs.inputs
-                and mine.outputs == theirs.outputs
-                and all(type(a) is type(b) and a.outputs == b.outputs for a, b in zip(mine.nodes, theirs.nodes)))
-
-    @property
     def program(self) -> FlatProgram:
         return self._part.program
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Callable
 
 from prism_jax.cost import GPUS, H100_SXM, DeviceSpec, Ranked, best_sizes, host_cpu
 from prism_jax.ir import IRError, KernelGraph, OpKind, content_hash, format_kernel_graph, from_json, to_json
+from prism_jax.search.compose import compose
 from prism_jax.search.enumerate import EnumerationConfig, EnumerationStats, count_start_points, enumerate_structures
 from prism_jax.search.maps import build_candidate, parallel_assignments
 from prism_jax.search.problem import SearchProblem
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("prism_jax.search")
 
 HOST = "host"
+COMPOSED = -1  # the structure index of a program composed from parts
 MAX_FAILED_PROOFS = 3  # per program shape (one kernel / split in two) before its other candidates are skipped
 
 
@@ -54,6 +56,7 @@ class SearchConfig:
 
     max_block_ops: int = 11  # enumerated block-graph ops, constants not counted
     max_accumulators: int = 3
+    max_kernels: int = 5  # custom kernels of a program composed from parts (1: one-kernel programs only)
     depth_slack: int = 2  # enumerate at most this many ops past a start point's smallest complete structure
     time_limit_s: float = 60.0  # the whole region; the best found so far is returned when it runs out
     enumeration_share: float = 0.55  # of the time limit, for enumerating structures
@@ -84,6 +87,7 @@ class SearchConfig:
     def key_fields(self) -> dict:
         """The fields that change what a search finds (the cache key includes them)."""
         return {"max_block_ops": self.max_block_ops, "max_accumulators": self.max_accumulators,
+                "max_kernels": self.max_kernels,
                 "depth_slack": self.depth_slack,
                 "max_structures": self.max_structures, "max_candidates": self.max_candidates,
                 "device": self.device}
@@ -100,6 +104,7 @@ class SearchStats:
     refuted: int = 0
     plausible: int = 0
     split_forms: int = 0  # two-kernel forms built from plausible single kernels
+    composed: int = 0  # kernel graphs joined from separately searched parts
     never_fits: int = 0  # tiles exceed on-chip memory at every size
     no_fit: int = 0
     sent_to_egraph: int = 0
@@ -126,6 +131,7 @@ class SearchStats:
                 ("  two-kernel split forms built", str(self.split_forms)),
                 ("  refuted by fingerprint", str(self.refuted)),
                 ("  no size fits on chip", str(self.no_fit)),
+                ("kernel graphs composed from parts", str(self.composed)),
                 ("sent to e-graph", str(self.sent_to_egraph)),
                 ("  proved", str(self.proved)),
                 ("  unknown (not proved in time)", str(self.unknown)),
@@ -209,11 +215,13 @@ def cache_key(symbolic: KernelGraph, config: SearchConfig) -> str:
 
 
 def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
-                  progress: Progress | None = None, cache: "ResultCache | NullCache | None" = None) -> RegionSearch:
+                  progress: Progress | None = None, cache: "ResultCache | NullCache | None" = None,
+                  sizes: dict[str, int] | None = None) -> RegionSearch:
     """Verified candidates for one region, best-estimated first (see the module docstring). With a
-    cache, a region searched before (at any shape) is only re-ranked at its shapes."""
+    cache, a region searched before (at any shape) is only re-ranked at its shapes. A region already in
+    size symbols (a part of a symbolized region) comes with the ``sizes`` its symbols stand for."""
     start = time.perf_counter()
-    symbolic, sizes = symbolize(region)
+    symbolic, sizes = (region, dict(sizes)) if sizes is not None else symbolize(region)
     key = cache_key(symbolic, config)
     if cache is not None:
         stored = cache.get(CACHE_NAMESPACE, key)
@@ -223,6 +231,8 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
                 hit.stats.seconds = {"cache lookup + re-rank": time.perf_counter() - start}
                 return hit
     found = _search(region.name, symbolic, sizes, config, progress, start)
+    if not found.candidates and config.max_kernels > 1:
+        _compose(found, symbolic, config, cache)
     if cache is not None:  # a timed-out search is stored too: its best so far, with timed_out in its stats
         cache.put(CACHE_NAMESPACE, key, _to_cache(found))
     return found
@@ -256,6 +266,26 @@ def _from_cache(stored: dict, symbolic: KernelGraph, sizes: dict[str, int],
         return None
     candidates.sort(key=lambda c: (c.ranked.key, c.structure))
     return RegionSearch(symbolic.name, symbolic, sizes, candidates, stats, cache_hit=True)
+
+
+def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig, cache) -> None:
+    """Nothing fused the whole region: cut it into parts searched on their own (see compose.py)."""
+    start = time.perf_counter()
+    part_config = dataclasses.replace(config, max_kernels=config.max_kernels - 1, progress=False)
+
+    def search_part(part: KernelGraph, seconds: float) -> RegionSearch:
+        limit = max(1.0, min(seconds, config.time_limit_s / 2))
+        return search_region(part, dataclasses.replace(part_config, time_limit_s=limit), None, cache, found.sizes)
+
+    device = config.device_spec()
+    composed = compose(symbolic, search_part, lambda graph: best_sizes(graph, device, found.sizes),
+                       config.max_kernels, start + config.time_limit_s)
+    if composed is not None:
+        graph, verdict, cost = composed
+        found.candidates.append(Candidate(graph, verdict, cost, COMPOSED))
+        found.stats.composed += 1
+    found.stats.seconds["compose"] = time.perf_counter() - start
+    found.stats.seconds["total"] = found.stats.seconds.get("total", 0.0) + found.stats.seconds["compose"]
 
 
 def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: SearchConfig,

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prism_jax.codegen.pallas import PallasOptions, kernel_graph_function
-from prism_jax.cost import TRITON, DeviceSpec, TileRules, ranked_sizes, xla_estimate
+from prism_jax.cost import TRITON, DeviceSpec, TileRules, estimate, ranked_sizes
 from prism_jax.frontend.to_jax import jax_dtype, kernel_graph_fn
 from prism_jax.ir import DType, IRError, KernelGraph, content_hash, instantiate
 
@@ -224,7 +224,7 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
 
 
 def xla_estimate_of(region: KernelGraph, device: DeviceSpec) -> float:
-    return xla_estimate(region, device).seconds
+    return estimate(region, device).seconds  # the region's predefined ops, fused as XLA fuses them
 
 
 def _flat(fn: Callable) -> Callable:

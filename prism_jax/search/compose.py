@@ -1,0 +1,155 @@
+"""Kernel graphs of several kernels: predefined ops and custom kernels mixed.
+
+When the one-kernel search finds nothing for a region (three matmuls feeding norms, attention followed
+by its output projection, ...), the region is cut in two after a matmul or reduction. Each part is then either kept
+as predefined ops (a part with no matmul or reduction: XLA fuses such elementwise code itself) or
+searched as a region of its own — recursively, so a part may be cut again, and through the cache, so
+a part seen before costs nothing. The parts' programs are joined into one kernel graph.
+
+Soundness is compositional: every searched part is proved equal to its ops (its own e-graph proof),
+predefined parts are the region's own ops, and the region is the composition of its parts, so the
+joined program equals the region. Its verdict says so ("composition") and lists the parts' proofs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+from prism_jax.ir import KernelGraph, KernelGraphBuilder, OpKind, rename_symbols
+from prism_jax.ir.symbolic import free_symbols
+from prism_jax.verify import Status, Verdict
+
+HEAVY = frozenset({OpKind.MATMUL, OpKind.REDUCE_SUM, OpKind.REDUCE_MAX})
+SOURCES = frozenset({OpKind.CONSTANT, OpKind.IOTA})
+METHOD = "composition"
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """A contiguous run of the region's ops as a graph of its own."""
+
+    graph: KernelGraph
+    inputs: tuple[int, ...]  # region values it reads, in its input order
+    outputs: tuple[int, ...]  # region values it defines that later parts or the region's outputs read
+
+    @property
+    def heavy(self) -> bool:
+        return any(op.kind in HEAVY for op in self.graph.ops)
+
+
+def cut_positions(region: KernelGraph) -> list[int]:
+    """Op indices after a matmul or reduction where the region can be cut in two, each side keeping at
+    least one of them; the most balanced cut first."""
+    heavy_at = [i for i, op in enumerate(region.ops) if op.kind in HEAVY]
+    positions = [i + 1 for i in heavy_at[:-1]]
+    middle = len(heavy_at) / 2
+    return sorted(positions, key=lambda p: (abs(sum(1 for h in heavy_at if h < p) - middle), p))
+
+
+def cut(region: KernelGraph, position: int) -> tuple[Part, Part]:
+    return (_part(region, region.ops[:position], region.ops[position:], f"{region.name}.head"),
+            _part(region, region.ops[position:], (), f"{region.name}.tail"))
+
+
+def _part(region: KernelGraph, ops: Sequence, later: Sequence, name: str) -> Part:
+    """``ops`` as a graph: inputs are the values they read and do not define (constants and iotas
+    are recreated, not passed), outputs the values they define that ``later`` ops or the region read."""
+    defined = {op.outputs[0] for op in ops}
+    source_ops = {op.outputs[0]: op for op in region.ops if op.kind in SOURCES}
+    reads = [v for op in ops for v in op.inputs if v not in defined]
+    needed_sources = [v for v in dict.fromkeys(reads) if v in source_ops]
+    inputs = tuple(v for v in dict.fromkeys(reads) if v not in source_ops)
+    read_later = {v for op in later for v in op.inputs} | set(region.outputs)
+    outputs = tuple(v for v in dict.fromkeys(op.outputs[0] for op in ops)
+                    if v in read_later and region.ops[_index(region, v)].kind not in SOURCES)
+    kb = KernelGraphBuilder(name)
+    names = dict(zip(region.inputs, region.input_names))
+    env = {v: kb.input(region.values[v], names.get(v, f"v{v}")) for v in inputs}
+    for v in needed_sources:
+        op = source_ops[v]
+        env[v] = kb.op(op.kind, **op.attrs.as_dict())
+    for op in ops:
+        if op.outputs[0] not in env:
+            env[op.outputs[0]] = kb.op(op.kind, *(env[u] for u in op.inputs), **op.attrs.as_dict())
+    return Part(kb.build([env[v] for v in outputs]), inputs, outputs)
+
+
+def _index(region: KernelGraph, value: int) -> int:
+    return next(i for i, op in enumerate(region.ops) if op.outputs[0] == value)
+
+
+@dataclasses.dataclass(frozen=True)
+class PartProgram:
+    """What computes one part: a proved program in the region's size symbols, or its own ops."""
+
+    graph: KernelGraph
+    verdict: Verdict | None  # None: the part's own predefined ops
+    kernels: int
+
+
+SearchFn = Callable[[KernelGraph, float], "object"]  # (part in the region's symbols, seconds) -> RegionSearch
+
+
+MAX_CUTS = 3  # cut positions tried per region (most balanced first); parts may be cut again
+
+
+def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph], Any], max_kernels: int,
+            deadline: float) -> tuple[KernelGraph, Verdict, Any] | None:
+    """The cheapest (by ``rank``, None when it does not fit) of the programs from the most balanced
+    cuts whose parts give at least one custom kernel and at most ``max_kernels``: (graph, verdict, rank)."""
+    best = None
+    for position in cut_positions(region)[:MAX_CUTS]:
+        if time.perf_counter() > deadline:
+            break
+        parts = cut(region, position)
+        programs = [_program(part, k, search, deadline) for k, part in enumerate(parts)]
+        if not 0 < sum(p.kernels for p in programs) <= max_kernels:
+            continue
+        graph = _join(region, parts, programs)
+        cost = rank(graph)
+        if cost is not None and (best is None or cost.key < best[2].key):
+            best = (graph, _verdict(programs), cost)
+    return best
+
+
+def _program(part: Part, index: int, search: SearchFn, deadline: float) -> PartProgram:
+    own = PartProgram(part.graph, None, 0)
+    if not part.heavy:
+        return own
+    found = search(part.graph, max(1.0, deadline - time.perf_counter()))
+    best = getattr(found, "best", None)
+    if best is None:
+        return own
+    graph = _extents_apart(best.graph, set(found.sizes), f"p{index}_")
+    return PartProgram(graph, best.verdict, len(graph.custom_kernels))
+
+
+def _extents_apart(graph: KernelGraph, size_symbols: set[str], prefix: str) -> KernelGraph:
+    """The part's program with its grid/loop extents renamed, so two parts' kernels tile independently."""
+    extents = {s for op in graph.custom_kernels for e in (*op.block.grid, op.block.forloop) for s in free_symbols(e)}
+    return rename_symbols(graph, {s: prefix + s for s in extents - size_symbols})
+
+
+def _join(region: KernelGraph, parts: Sequence[Part], programs: Sequence[PartProgram]) -> KernelGraph:
+    kb = KernelGraphBuilder(f"{region.name}.composed")
+    env = {v: kb.input(t, name) for v, t, name in zip(region.inputs, region.input_types, region.input_names)}
+    for part, program in zip(parts, programs):
+        local = {pv: env[rv] for pv, rv in zip(program.graph.inputs, part.inputs)}
+        for op in program.graph.ops:
+            ins = [local[v] for v in op.inputs]
+            if op.kind == OpKind.CUSTOM_KERNEL:
+                outs = kb.custom_kernel(op.block, *ins)
+            else:
+                outs = (kb.op(op.kind, *ins, **op.attrs.as_dict()),)
+            local.update(zip(op.outputs, outs))
+        env.update({rv: local[pv] for pv, rv in zip(program.graph.outputs, part.outputs)})
+    return kb.build([env[v] for v in region.outputs])
+
+
+def _verdict(programs: Sequence[PartProgram]) -> Verdict:
+    proofs = [p.verdict for p in programs if p.verdict is not None]
+    detail = "; ".join(f"part {k}: {'its own ops' if p.verdict is None else p.verdict}"
+                       for k, p in enumerate(programs))
+    return Verdict(Status.EQUAL, METHOD, sum(v.seconds for v in proofs), detail)

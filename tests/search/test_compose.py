@@ -1,0 +1,60 @@
+"""Kernel graphs composed from parts: a region no single kernel fuses is cut after a matmul or reduction,
+each part searched (or kept as its own predefined ops), and the joined program equals the region."""
+
+import importlib
+
+import jax.numpy as jnp
+import numpy as np
+
+import prism_jax
+from prism_jax.ir import Interpreter, OpKind, instantiate
+from prism_jax.ir.examples import random_inputs
+from prism_jax.search import SearchConfig, search_region
+from prism_jax.workloads.llama import llama_block_fn, tiny_config
+
+compose = importlib.import_module("prism_jax.search.compose")
+CONFIG = SearchConfig(use_cache=False, progress=False, time_limit_s=10.0)
+
+
+def mlp_region():
+    """The decoder's MLP with its residual: three matmuls and reshapes, more than one kernel can hold."""
+    fn, params = llama_block_fn(tiny_config(), mode="prefill")
+    traced = prism_jax.trace(fn, params, jnp.ones((2, 8, 64)))
+    return next(r.graph for r in traced.regions if sum(op.kind == OpKind.MATMUL for op in r.graph.ops) == 3
+                and any(op.kind == OpKind.LOGISTIC for op in r.graph.ops))
+
+
+def run(graph, inputs):
+    return Interpreter(np.float64).run(graph, *inputs)
+
+
+def test_the_parts_of_every_cut_compute_the_region():
+    region = mlp_region()
+    inputs = random_inputs(region)
+    (expected,) = run(region, inputs)
+    assert compose.cut_positions(region)
+    for position in compose.cut_positions(region):
+        head, tail = compose.cut(region, position)
+        env = dict(zip(region.inputs, inputs))
+        for part in (head, tail):
+            env.update(zip(part.outputs, run(part.graph, [env[v] for v in part.inputs])))
+        np.testing.assert_allclose(env[region.outputs[0]], expected, rtol=1e-12)
+
+
+def test_region_without_a_fused_kernel_gets_a_composed_program():
+    region = mlp_region()
+    found = search_region(region, CONFIG)
+    assert found.candidates and found.stats.composed == 1
+    best = found.best
+    assert best.verdict.method == compose.METHOD and "egraph" in best.verdict.detail
+    assert 1 <= len(best.graph.custom_kernels) <= CONFIG.max_kernels
+    concrete = instantiate(best.graph, {**found.sizes, **best.ranked.sizes})
+    inputs = random_inputs(region)
+    np.testing.assert_allclose(run(concrete, inputs)[0], run(region, inputs)[0], rtol=1e-9, atol=1e-9)
+
+
+def test_one_kernel_limit_turns_composition_off():
+    region = mlp_region()
+    found = search_region(region, SearchConfig(use_cache=False, progress=False, time_limit_s=10.0, max_kernels=1))
+    assert not any(c.verdict.method == compose.METHOD for c in found.candidates)
+    assert found.stats.composed == 0
