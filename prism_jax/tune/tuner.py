@@ -5,8 +5,9 @@
    meets them).
 2. *Build and check*: each shortlisted program is emitted (Pallas) and compared with the region's JAX
    reference on random inputs (float32 tight, 16-bit loose); one that fails is never used.
-3. *Measure* (on a device that runs the kernels natively): the checked programs and XLA's own program
-   for the region are timed; the fastest wins, XLA included. In interpret mode nothing is timed: the
+3. *Measure* (on a device that runs the kernels natively): the programs are built and checked in
+   parallel threads, then they and XLA's own program for the region are timed one by one (device
+   time: many calls in one jitted loop, :mod:`prism_jax.tune.measure`); the fastest wins, XLA included. In interpret mode nothing is timed: the
    cost model's best checked program is used, and its estimate is reported as an estimate.
 
 The choice is cached on disk per (region with its shapes and dtypes, backend, device, versions).
@@ -14,6 +15,7 @@ The choice is cached on disk per (region with its shapes and dtypes, backend, de
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -29,6 +31,7 @@ from prism_jax.codegen.pallas import PallasOptions, kernel_graph_function
 from prism_jax.cost import TRITON, DeviceSpec, TileRules, estimate, ranked_sizes
 from prism_jax.frontend.to_jax import jax_dtype, kernel_graph_fn
 from prism_jax.ir import DType, IRError, KernelGraph, content_hash, instantiate
+from prism_jax.tune.measure import time_chained
 
 if TYPE_CHECKING:
     from prism_jax.cache import NullCache, ResultCache
@@ -45,8 +48,10 @@ class TuneConfig:
     candidates: int = 3  # verified candidates of the search considered, best-estimated first
     sizes_per_candidate: int = 3  # size assignments per candidate (the cost model's cheapest)
     launch_options: tuple[tuple[int, int], ...] = ((4, 2), (8, 3))  # (num_warps, num_stages) tried on GPUs
-    warmup: int = 3
-    iterations: int = 100  # timed calls per program on a device
+    warmup: int = 2
+    iterations: int = 100  # timed calls per program on a device, in one jitted loop (tune/measure.py)
+    repeats: int = 3  # of that loop; the median counts
+    compile_workers: int = 4  # threads building and checking programs on a device
     seed: int = 0  # of the random check inputs
     use_cache: bool = True
 
@@ -112,18 +117,6 @@ def max_relative_error(got: Sequence[Any], expected: Sequence[Any]) -> float:
     return worst
 
 
-def time_device(fn: Callable, args: Sequence[Any], warmup: int, iterations: int) -> float:
-    """Median seconds per call of a jitted function (results waited for; dispatch included)."""
-    for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    samples = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples))
-
-
 @dataclasses.dataclass(frozen=True)
 class Target:
     """Where the kernels run: the ranking device's spec, whether kernels are interpreted (then nothing
@@ -170,9 +163,12 @@ class _Checker:
         self.args = random_args(region, seed)
         self.expected = self.reference(*self.args)
         self.allowed = tolerance([t.dtype for t in region.input_types + region.output_types])
-        self.last_fn: Callable | None = None
 
     def error(self, graph: KernelGraph, options: PallasOptions) -> float:
+        return self.check(graph, options)[1]
+
+    def check(self, graph: KernelGraph, options: PallasOptions) -> tuple[Callable, float]:
+        """The program's jitted function and its error; raises ``_CheckFailed`` when it is not usable."""
         try:
             fn = jax.jit(_flat(kernel_graph_function(graph, options)))
             got = fn(*self.args)
@@ -185,26 +181,16 @@ class _Checker:
         error = max_relative_error(got, self.expected)
         if error > self.allowed:
             raise _CheckFailed(f"numerics off by {error:.2e} (allowed {self.allowed:.0e})")
-        self.last_fn = fn
-        return error
+        return fn, error
 
 
 def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -> Choice:
     checker = _Checker(region, config.seed)
-    reference, args = checker.reference, checker.args
     xla_estimate = xla_estimate_of(region, target.device)
     shortlist, reasons = _shortlist(candidates[:config.candidates], target, config)
-    checked = []
-    for index, graph, ranked in shortlist:
-        for options in _launch_options(target, config):
-            try:
-                error = checker.error(graph, options)
-            except _CheckFailed as err:
-                reasons.append(f"candidate {index} {ranked.sizes}: {err}")
-                continue
-            checked.append((index, graph, ranked, options, checker.last_fn, error))
-        if checked and target.interpret:
-            break  # nothing is timed: the cost model's cheapest program that passes its check wins
+    programs = [(index, graph, ranked, options) for index, graph, ranked in shortlist
+                for options in _launch_options(target, config)]
+    checked = _check_all(checker, programs, target, config, reasons)
     if not checked:
         return _xla_choice(xla_estimate, "; ".join(reasons) or "no candidate")
     if target.interpret:  # interpreted kernels say nothing about speed: the cost model decides
@@ -213,14 +199,41 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
             return _xla_choice(xla_estimate, f"the cost model estimates XLA faster ({xla_estimate * 1e6:.1f} µs vs "
                                f"{ranked.seconds * 1e6:.1f} µs)")
         return Choice(graph, index, dict(ranked.sizes), options, ranked.seconds, xla_estimate, None, None, error)
-    xla_time = time_device(reference, args, config.warmup, config.iterations)
-    timed = [(time_device(fn, args, config.warmup, config.iterations), k) for k, (*_, fn, _) in enumerate(checked)]
-    best_time, best = min(timed)
+
+    def device_time(fn: Callable) -> float:  # one at a time: timings must not overlap
+        return time_chained(fn, checker.args, iterations=config.iterations, repeats=config.repeats,
+                            warmup=config.warmup).median_s
+
+    xla_time = device_time(checker.reference)
+    best_time, best = min((device_time(fn), k) for k, (*_, fn, _) in enumerate(checked))
     index, graph, ranked, options, _, error = checked[best]
     if best_time >= xla_time:
         return _xla_choice(xla_estimate, f"XLA is faster ({xla_time * 1e6:.1f} µs vs {best_time * 1e6:.1f} µs)",
                            xla_time)
     return Choice(graph, index, dict(ranked.sizes), options, ranked.seconds, xla_estimate, best_time, xla_time, error)
+
+
+def _check_all(checker: "_Checker", programs: list, target: Target, config: TuneConfig, reasons: list[str]) -> list:
+    """Build and check programs: in interpret mode one by one until the first passes (nothing is timed);
+    on a device all of them, compiled in parallel threads."""
+
+    def check(program) -> tuple | None:
+        index, graph, ranked, options = program
+        try:
+            fn, error = checker.check(graph, options)
+        except _CheckFailed as err:
+            reasons.append(f"candidate {index} {ranked.sizes}: {err}")
+            return None
+        return index, graph, ranked, options, fn, error
+
+    if target.interpret:
+        for program in programs:
+            found = check(program)
+            if found is not None:
+                return [found]
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max(1, config.compile_workers)) as pool:
+        return [found for found in pool.map(check, programs) if found is not None]
 
 
 def xla_estimate_of(region: KernelGraph, device: DeviceSpec) -> float:

@@ -1,11 +1,10 @@
-"""benchmarks/gpu.py on CPU: the timing loop, the roofline helpers, the attention layout mapping, the
+"""benchmarks/gpu.py on CPU (its timing loop is prism_jax.tune.measure, tested there): the roofline helpers, the attention layout mapping, the
 tables, the no-GPU exit and a --dry-run end to end (prism_jax in Pallas interpret mode)."""
 
 import importlib.util
 import json
 import os
 import pathlib
-import re
 import subprocess
 import sys
 
@@ -34,43 +33,6 @@ gpu = _load_harness()
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path / "prism-cache"))
-
-
-def _matmul_tanh(a, b):
-    return jnp.tanh(a @ b)
-
-
-def _square_args():
-    key_a, key_b = jax.random.split(jax.random.key(0))
-    return jax.random.normal(key_a, (64, 64)), jax.random.normal(key_b, (64, 64)) / 8
-
-
-def test_time_chained_returns_seconds_and_spread():
-    timing = gpu.time_chained(_matmul_tanh, _square_args(), iterations=6, repeats=3, warmup=1, unroll=3)
-    assert timing.median_s > 0
-    assert timing.min_s <= timing.median_s <= timing.max_s
-    assert len(timing.samples_s) == timing.repeats == 3
-    assert timing.calls == 6
-
-
-def test_time_chained_works_for_any_callable():
-    timing = gpu.time_chained(lambda x: {"y": jnp.sin(x)}, (jnp.ones((8,)),), iterations=2, repeats=1, warmup=1)
-    assert timing.median_s > 0 and timing.calls == 2
-
-
-def test_chained_loop_runs_every_call_inside_the_loop():
-    """XLA must neither hoist the calls out of the loop (inputs are loop-invariant otherwise) nor merge
-    the unrolled calls: the compiled module holds one dot per unrolled call."""
-    hlo = gpu.chained_loop(jax.jit(_matmul_tanh), 2, 3).lower(*_square_args()).compile().as_text()
-    assert len(re.findall(r"\bdot\(", hlo)) == 3
-
-
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
-def test_perturb_changes_no_value(dtype):
-    args = (jnp.linspace(1.0, 2.0, 12, dtype=dtype).reshape(3, 4), jnp.full((5,), -3.0, dtype))
-    moved = jax.jit(gpu.perturb)(args, jnp.full((2, 2), 7.0, dtype))
-    for a, b in zip(args, moved):
-        assert b.dtype == a.dtype and np.array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
 
 
 def test_io_bytes_and_matmul_flops_rmsnorm_matmul():

@@ -81,3 +81,25 @@ def test_max_relative_error():
     assert max_relative_error([a[:2]], [a]) == float("inf")
     assert max_relative_error([a.astype(np.float32)], [a]) == float("inf")  # dtypes must match too
     assert tolerance([DType.BFLOAT16, DType.FLOAT32]) > tolerance([DType.FLOAT32])
+
+
+def test_device_path_times_programs_against_xla_and_keeps_the_faster(monkeypatch):
+    """The measuring path, on CPU: interpreted kernels (slow) are timed against XLA's program, which wins;
+    the choice says so with both times."""
+    import prism_jax.tune.tuner as tuner
+    from prism_jax.codegen.pallas import PallasOptions
+
+    monkeypatch.setattr(tuner, "_launch_options", lambda target, config: [PallasOptions(interpret=True)])
+    region, symbolic, sizes = problem()
+    timed = Target("cpu-timed", H100_SXM, interpret=False)
+    choice = tune_region(region, [(symbolic, sizes)], timed, TuneConfig(iterations=4, repeats=1, warmup=1))
+    assert not choice.uses_kernel and "XLA is faster" in choice.reason
+    assert choice.xla_measured_s is not None and choice.xla_measured_s > 0
+
+
+def test_kernels_that_do_not_build_fall_back_to_xla_with_the_reason():
+    """Triton kernels cannot build on a CPU-only machine: every program fails its check, XLA runs."""
+    region, symbolic, sizes = problem()
+    choice = tune_region(region, [(symbolic, sizes)], Target("triton-on-cpu", H100_SXM, interpret=False),
+                         TuneConfig(launch_options=((4, 2),)))
+    assert not choice.uses_kernel and "candidate 0" in choice.reason
