@@ -16,7 +16,7 @@ ALLOWED = {
     "frontend": {"ir"},
     "verify": {"ir"},
     "cost": {"ir"},
-    "codegen": {"ir", "frontend", "cost", "native"},  # frontend: to_jax, the JAX form of IR ops
+    "codegen": {"ir", "frontend", "cost", "native", "cache"},  # frontend: to_jax; cache: the kernel dir
     "search": {"ir", "verify", "cost", "cache"},
     "tune": {"ir", "frontend", "codegen", "cost", "native", "cache"},
     "api": {"ir", "frontend", "verify", "search", "cost", "codegen", "tune", "native", "workloads", "cache"},

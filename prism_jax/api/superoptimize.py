@@ -16,12 +16,12 @@ from typing import Any, Callable, Sequence
 import jax
 
 from prism_jax.cache import open_cache
-from prism_jax.codegen.pallas import kernel_graph_function
-from prism_jax.cost import GPUS, H100_SXM, gpu_spec
+from prism_jax.cost import GPUS, H100_SXM, TileRules, gpu_spec, host_cpu
 from prism_jax.frontend import Region, TracedProgram, trace
 from prism_jax.frontend.to_jax import kernel_graph_fn
 from prism_jax.search import RegionSearch, SearchConfig, search_region
-from prism_jax.tune import Choice, Target, TuneConfig, tune_region
+from prism_jax.search.driver import HOST
+from prism_jax.tune import Choice, Emitter, Target, TuneConfig, tune_region
 
 log = logging.getLogger("prism_jax")
 
@@ -29,11 +29,13 @@ log = logging.getLogger("prism_jax")
 class Backend(str, enum.Enum):
     """Where the regions run. ``AUTO``: tuned Pallas kernels on a GPU; without one, for now, the XLA
     program (the report says so). ``INTERPRET``: the kernels in Pallas interpret mode (any machine;
-    slow, for checking). ``PALLAS``: GPU kernels (needs a GPU). ``XLA``: never rewrite."""
+    slow, for checking). ``PALLAS``: GPU kernels (needs a GPU). ``CPU``: native C++ kernels for this
+    CPU through XLA FFI, each timed against XLA (XLA kept where it is faster). ``XLA``: never rewrite."""
 
     AUTO = "auto"
     INTERPRET = "interpret"
     PALLAS = "pallas"
+    CPU = "cpu"
     XLA = "xla"
 
 
@@ -141,10 +143,12 @@ class Superoptimized:
                        **kwargs)
         target = self._target(backend)
         plans = self._plan_regions(traced.regions, target)
-        runner = _runner({id(p.region): p for p in plans})
+        runner = _runner({id(p.region): p for p in plans}, target)
         return Plan(backend, "", traced, tuple(plans), jax.jit(traced.flat_function(runner)))
 
     def _target(self, backend: Backend) -> Target:
+        if backend == Backend.CPU:
+            return Target("cpu-native", host_cpu(), interpret=False, rules=TileRules(), emitter=Emitter.CPP)
         if backend == Backend.INTERPRET:
             device = GPUS.get(self.device or H100_SXM.name, H100_SXM)
             return Target("pallas-interpret", device, interpret=True)
@@ -157,7 +161,8 @@ class Superoptimized:
         import prism_jax
 
         cache = open_cache(version=prism_jax.__version__) if self.search_config.use_cache else None
-        search_config = dataclasses.replace(self.search_config, device=target.device.name, progress=False)
+        device = HOST if target.device.kind == "cpu" else target.device.name
+        search_config = dataclasses.replace(self.search_config, device=device, progress=False)
         plans = []
         with tqdm(total=len(regions), disable=not self.progress, unit="region", leave=False) as bar:
             for region in regions:
@@ -185,7 +190,7 @@ def _plan_region(region: Region, search_config: SearchConfig, tune_config: TuneC
     return RegionPlan(region, found, choice, note, time.perf_counter() - start)
 
 
-def _runner(plans: dict[int, RegionPlan]) -> Callable[[Region, list], list]:
+def _runner(plans: dict[int, RegionPlan], target: Target) -> Callable[[Region, list], list]:
     kernels: dict[int, Callable] = {}
 
     def run(region: Region, args: list) -> list:
@@ -194,8 +199,7 @@ def _runner(plans: dict[int, RegionPlan]) -> Callable[[Region, list], list]:
         if plan is None or not plan.uses_kernel:
             return reference(*args)
         if id(region) not in kernels:
-            kernels[id(region)] = with_reference_vjp(kernel_graph_function(plan.choice.graph, plan.choice.options),
-                                                     reference)
+            kernels[id(region)] = with_reference_vjp(target.build(plan.choice.graph, plan.choice.options), reference)
         return list(kernels[id(region)](*args))
 
     return run

@@ -2,7 +2,7 @@
 concrete shapes, or XLA when nothing beats it; choices cached on disk."""
 
 from prism_jax.tune.measure import Timing, time_chained
-from prism_jax.tune.tuner import Choice, Target, TuneConfig, max_relative_error, random_args, tolerance, tune_region
+from prism_jax.tune.tuner import Choice, Emitter, Target, TuneConfig, max_relative_error, random_args, tolerance, tune_region
 
-__all__ = ["Choice", "Target", "Timing", "TuneConfig", "max_relative_error", "random_args", "time_chained",
+__all__ = ["Choice", "Emitter", "Target", "Timing", "TuneConfig", "max_relative_error", "random_args", "time_chained",
            "tolerance", "tune_region"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import enum
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prism_jax.codegen.pallas import PallasOptions, kernel_graph_function
+from prism_jax.codegen import cpp, pallas
 from prism_jax.cost import TRITON, DeviceSpec, TileRules, estimate, ranked_sizes
 from prism_jax.frontend.to_jax import jax_dtype, kernel_graph_fn
 from prism_jax.ir import DType, IRError, KernelGraph, content_hash, instantiate
@@ -68,7 +69,7 @@ class Choice:
     graph: KernelGraph | None  # instantiated
     candidate: int | None  # index among the search's candidates
     sizes: dict[str, int]
-    options: PallasOptions
+    options: Any  # the emitter's options (PallasOptions, CppOptions); None for XLA
     estimate_s: float | None  # cost model, on the ranking device
     xla_estimate_s: float | None
     measured_s: float | None  # device time of the kernel (None: not measured)
@@ -117,15 +118,32 @@ def max_relative_error(got: Sequence[Any], expected: Sequence[Any]) -> float:
     return worst
 
 
+class Emitter(str, enum.Enum):
+    """Which code generator builds the kernels."""
+
+    PALLAS = "pallas"  # Pallas: Triton on GPUs, interpret mode on CPU
+    CPP = "cpp"  # native C++ for the host CPU, called through XLA FFI
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     """Where the kernels run: the ranking device's spec, whether kernels are interpreted (then nothing
-    is timed), and the tile rules the backend's compiler accepts."""
+    is timed), the tile rules the backend's compiler accepts, and the emitter."""
 
     name: str
     device: DeviceSpec
     interpret: bool
     rules: TileRules = TRITON
+    emitter: Emitter = Emitter.PALLAS
+
+    def build(self, graph: KernelGraph, options: Any) -> Callable[..., list]:
+        """The JAX function of an instantiated program under ``options``."""
+        if self.emitter == Emitter.CPP:
+            return cpp.kernel_graph_function(graph, options)
+        return pallas.kernel_graph_function(graph, options)
+
+    def options_from(self, fields: dict) -> Any:
+        return cpp.CppOptions(**fields) if self.emitter == Emitter.CPP else pallas.PallasOptions(**fields)
 
 
 def tune_region(region: KernelGraph, candidates: Sequence[tuple[KernelGraph, dict[str, int]]], target: Target,
@@ -134,11 +152,11 @@ def tune_region(region: KernelGraph, candidates: Sequence[tuple[KernelGraph, dic
     key = _cache_key(region, candidates, target, config)
     if cache is not None and config.use_cache:
         stored = cache.get(CACHE_NAMESPACE, key)
-        choice = _from_cache(stored, candidates) if stored is not None else None
+        choice = _from_cache(stored, candidates, target) if stored is not None else None
         if choice is not None:  # the cost model may have changed since: estimate XLA afresh (cheap)
             choice = dataclasses.replace(choice, xla_estimate_s=xla_estimate_of(region, target.device))
         if choice is not None and choice.graph is not None:  # checked again before this process uses it
-            checker = _Checker(region, config.seed)
+            checker = _Checker(region, config.seed, target)
             try:
                 return dataclasses.replace(choice, max_error=checker.error(choice.graph, choice.options))
             except _CheckFailed as err:
@@ -158,19 +176,20 @@ class _CheckFailed(Exception):
 class _Checker:
     """Runs programs on the region's random check inputs and compares them with its JAX reference."""
 
-    def __init__(self, region: KernelGraph, seed: int) -> None:
+    def __init__(self, region: KernelGraph, seed: int, target: Target) -> None:
+        self.target = target
         self.reference = jax.jit(_flat(kernel_graph_fn(region)))
         self.args = random_args(region, seed)
         self.expected = self.reference(*self.args)
         self.allowed = tolerance([t.dtype for t in region.input_types + region.output_types])
 
-    def error(self, graph: KernelGraph, options: PallasOptions) -> float:
+    def error(self, graph: KernelGraph, options: Any) -> float:
         return self.check(graph, options)[1]
 
-    def check(self, graph: KernelGraph, options: PallasOptions) -> tuple[Callable, float]:
+    def check(self, graph: KernelGraph, options: Any) -> tuple[Callable, float]:
         """The program's jitted function and its error; raises ``_CheckFailed`` when it is not usable."""
         try:
-            fn = jax.jit(_flat(kernel_graph_function(graph, options)))
+            fn = jax.jit(_flat(self.target.build(graph, options)))
             got = fn(*self.args)
         except Exception as err:  # a kernel that does not build or run is not used
             raise _CheckFailed(f"{type(err).__name__}: {str(err)[:200]}") from err
@@ -185,7 +204,7 @@ class _Checker:
 
 
 def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -> Choice:
-    checker = _Checker(region, config.seed)
+    checker = _Checker(region, config.seed, target)
     xla_estimate = xla_estimate_of(region, target.device)
     shortlist, reasons = _shortlist(candidates[:config.candidates], target, config)
     programs = [(index, graph, ranked, options) for index, graph, ranked in shortlist
@@ -244,10 +263,12 @@ def _flat(fn: Callable) -> Callable:
     return lambda *args: tuple(fn(*args))
 
 
-def _launch_options(target: Target, config: TuneConfig) -> list[PallasOptions]:
+def _launch_options(target: Target, config: TuneConfig) -> list[Any]:
+    if target.emitter == Emitter.CPP:
+        return [cpp.CppOptions()]
     if target.interpret:
-        return [PallasOptions(interpret=True)]
-    return [PallasOptions(num_warps=w, num_stages=s) for w, s in config.launch_options]
+        return [pallas.PallasOptions(interpret=True)]
+    return [pallas.PallasOptions(num_warps=w, num_stages=s) for w, s in config.launch_options]
 
 
 def _shortlist(candidates, target: Target, config: TuneConfig) -> tuple[list, list[str]]:
@@ -272,32 +293,34 @@ def _shortlist(candidates, target: Target, config: TuneConfig) -> tuple[list, li
 
 
 def _xla_choice(xla_estimate: float, reason: str, xla_time: float | None = None) -> Choice:
-    return Choice(None, None, {}, PallasOptions(), None, xla_estimate, None, xla_time, None, reason)
+    return Choice(None, None, {}, None, None, xla_estimate, None, xla_time, None, reason)
 
 
 def _cache_key(region: KernelGraph, candidates, target: Target, config: TuneConfig) -> str:
     text = json.dumps({"region": content_hash(region), "candidates": [content_hash(g) for g, _ in candidates],
                        "target": target.name, "device": target.device.name, "interpret": target.interpret,
+                       "emitter": target.emitter.value,
                        "rules": dataclasses.asdict(target.rules), "jax": jax.__version__,
                        "config": config.key_fields()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _to_cache(choice: Choice) -> dict:
-    return {"candidate": choice.candidate, "sizes": choice.sizes, "options": dataclasses.asdict(choice.options),
+    return {"candidate": choice.candidate, "sizes": choice.sizes, "options": dataclasses.asdict(choice.options) if choice.options is not None else None,
             "estimate_s": choice.estimate_s, "xla_estimate_s": choice.xla_estimate_s,
             "measured_s": choice.measured_s, "xla_measured_s": choice.xla_measured_s,
             "max_error": choice.max_error, "reason": choice.reason}
 
 
-def _from_cache(stored: dict, candidates) -> Choice | None:
+def _from_cache(stored: dict, candidates, target: Target) -> Choice | None:
     """The stored choice rebuilt (its graph instantiated again); None when it does not read back."""
     try:
         graph = None
         if stored["candidate"] is not None:
             symbolic, sizes = candidates[stored["candidate"]]
             graph = instantiate(symbolic, {**sizes, **stored["sizes"]})
-        return Choice(graph, stored["candidate"], dict(stored["sizes"]), PallasOptions(**stored["options"]),
+        options = target.options_from(stored["options"]) if stored["options"] is not None else None
+        return Choice(graph, stored["candidate"], dict(stored["sizes"]), options,
                       stored["estimate_s"], stored["xla_estimate_s"], stored["measured_s"],
                       stored["xla_measured_s"], stored["max_error"], stored["reason"], cache_hit=True)
     except (KeyError, IndexError, TypeError, ValueError, IRError) as err:

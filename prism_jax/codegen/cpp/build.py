@@ -1,0 +1,110 @@
+"""Compile generated C++ into a shared library on first use and register its FFI handler with XLA.
+
+Libraries live in ``<cache dir>/kernels/<hash>.so``, the hash covering the source, the flags, the
+compiler's version and jaxlib's version (a new compiler or jaxlib builds afresh). A library is
+written under a temporary name and renamed into place, so two processes never load a half-written
+file; a library that does not load (corrupt) is rebuilt once. Compile errors and a missing compiler
+raise :class:`CompileError` with the reason (the tuner then keeps XLA and says why).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import jax
+
+from prism_jax import native
+from prism_jax.cache import cache_dir
+
+log = logging.getLogger("prism_jax.codegen")
+
+COMPILER_ENV = "PRISM_JAX_CXX"  # the compiler to use (default: $CXX, then g++, then c++)
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w")
+
+
+class CompileError(RuntimeError):
+    """A generated kernel did not compile (or no compiler was found)."""
+
+
+def compiler() -> str:
+    """The C++ compiler: ``$PRISM_JAX_CXX`` when set (an error if it is not found), else ``$CXX``, g++, c++."""
+    explicit = os.environ.get(COMPILER_ENV)
+    if explicit:
+        found = shutil.which(explicit)
+        if found is None:
+            raise CompileError(f"{COMPILER_ENV}={explicit!r} is not an executable on PATH")
+        return found
+    for candidate in (os.environ.get("CXX"), "g++", "c++"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    raise CompileError(f"no C++ compiler found (set {COMPILER_ENV} or CXX, or install g++)")
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_version(path: str) -> str:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise CompileError(f"the C++ compiler {path} does not run: {err}") from err
+    if out.returncode != 0:
+        raise CompileError(f"the C++ compiler {path} does not run: {out.stderr.strip()[:200]}")
+    return out.stdout.splitlines()[0] if out.stdout else path
+
+
+def include_dirs() -> list[str]:
+    return [jax.ffi.include_dir(), str(native.runtime_include_dir())]
+
+
+def library_for(source: str) -> pathlib.Path:
+    """The compiled library of ``source`` (built now unless cached)."""
+    cxx = compiler()
+    key = hashlib.sha256("\0".join([source, " ".join(FLAGS), _compiler_version(cxx), jax.__version__,
+                                    *include_dirs()]).encode()).hexdigest()[:32]
+    directory = cache_dir() / "kernels"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{key}.so"
+    if not path.exists():
+        _compile(cxx, source, path)
+    return path
+
+
+def _compile(cxx: str, source: str, path: pathlib.Path) -> None:
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        src = pathlib.Path(tmp) / "kernel.cc"
+        src.write_text(source)
+        out = pathlib.Path(tmp) / "kernel.so"
+        command = [cxx, *FLAGS, *(f"-I{d}" for d in include_dirs()), str(src), "-o", str(out)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise CompileError(f"{cxx} failed on a generated kernel:\n{result.stderr.strip()[:2000]}")
+        os.replace(out, path)  # atomic: readers see no file or the whole file
+    log.info("compiled %s", path.name)
+
+
+_registered: dict[str, str] = {}
+_lock = threading.Lock()
+
+
+def ffi_target(source: str, symbol: str) -> str:
+    """The XLA FFI target name of ``symbol`` in the compiled ``source``, registered once per process."""
+    path = library_for(source)
+    name = f"prism_{path.stem}_{symbol}"
+    with _lock:
+        if name not in _registered:
+            try:
+                capsule = native.load_symbol_capsule(path, symbol)
+            except RuntimeError as err:  # a corrupt library: build it again, once
+                log.warning("rebuilding %s, which did not load (%s)", path, err)
+                path.unlink(missing_ok=True)
+                capsule = native.load_symbol_capsule(library_for(source), symbol)
+            jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+            _registered[name] = str(path)
+    return name

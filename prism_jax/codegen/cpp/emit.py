@@ -1,0 +1,374 @@
+"""An instantiated custom kernel → C++17 source with an XLA FFI handler (CPU platform).
+
+The grid becomes an OpenMP loop over blocks (parallel tasks over the cores); each block copies its
+tiles out of the device buffers (offsets from the imap, and per iteration from the fmap), runs the
+loop-invariant ops once, the for-loop sequentially with accumulators in local buffers (sums from 0,
+maxima from −inf, online softmax with its running max), the after-loop ops, and copies its output
+tiles back (omap). Tile ops are plain loops the compiler vectorizes (broadcasting by zero strides);
+matmuls call the runtime's ``matmul_acc``. Values compute in float32 (bfloat16 tiles are stored as
+their bits and converted by the block graph's explicit converts).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from prism_jax.ir import BlockGraph, DType, IRError, OpKind, TensorType, constant_value
+from prism_jax.ir.graph import BlockInput, Op, Phase
+
+STORAGE = {DType.FLOAT32: "float", DType.BFLOAT16: "std::uint16_t", DType.FLOAT64: "double",
+           DType.INT32: "std::int32_t", DType.INT64: "std::int64_t", DType.UINT32: "std::uint32_t",
+           DType.INT8: "std::int8_t", DType.BOOL: "std::uint8_t"}
+FFI_TYPE = {DType.FLOAT32: "F32", DType.BFLOAT16: "BF16", DType.FLOAT64: "F64", DType.INT32: "S32",
+            DType.INT64: "S64", DType.UINT32: "U32", DType.INT8: "S8", DType.BOOL: "PRED"}
+
+PREAMBLE = r"""
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+#include "xla/ffi/api/ffi.h"
+#include "prism_cpu.h"
+namespace ffi = xla::ffi;
+namespace pc = prism_jax::cpu;
+static inline float p_logistic(float x) {
+  float e = std::exp(-std::fabs(x));
+  return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+static constexpr float P_NEG_INF = -std::numeric_limits<float>::infinity();
+"""
+
+_UNARY = {
+    OpKind.NEG: "(-{0})", OpKind.EXP: "std::exp({0})", OpKind.LOG: "std::log({0})", OpKind.SQRT: "std::sqrt({0})",
+    OpKind.RSQRT: "(1.0f / std::sqrt({0}))", OpKind.TANH: "std::tanh({0})", OpKind.LOGISTIC: "p_logistic({0})",
+    OpKind.SQUARE: "(({0}) * ({0}))", OpKind.RECIPROCAL: "(1.0f / ({0}))", OpKind.ABS: "std::fabs({0})",
+    OpKind.NOT: "(!({0}))",
+}
+_BINARY = {
+    OpKind.ADD: "({0} + {1})", OpKind.SUB: "({0} - {1})", OpKind.MUL: "({0} * {1})", OpKind.DIV: "({0} / {1})",
+    OpKind.MAX: "std::max({0}, {1})", OpKind.MIN: "std::min({0}, {1})", OpKind.POW: "std::pow({0}, {1})",
+    OpKind.AND: "({0} && {1})", OpKind.OR: "({0} || {1})", OpKind.LT: "({0} < {1})", OpKind.LE: "({0} <= {1})",
+    OpKind.GT: "({0} > {1})", OpKind.GE: "({0} >= {1})", OpKind.EQ: "({0} == {1})", OpKind.NE: "({0} != {1})",
+}
+
+
+def _shape(t: TensorType) -> tuple[int, ...]:
+    return tuple(int(d) for d in t.shape)
+
+
+def _strides(shape: Sequence[int]) -> list[int]:
+    out, step = [], 1
+    for d in reversed(shape):
+        out.append(step)
+        step *= d
+    return out[::-1]
+
+
+def _broadcast_strides(shape: Sequence[int], target: Sequence[int]) -> list[int]:
+    return [0 if d == 1 and t != 1 else s for d, t, s in zip(shape, target, _strides(shape))]
+
+
+def _ctype(t: TensorType) -> str:
+    if t.dtype not in STORAGE:
+        raise IRError(f"the C++ emitter does not handle {t.dtype.value} values")
+    return STORAGE[t.dtype]
+
+
+def _compute(dtype: DType) -> str:
+    return "double" if dtype == DType.FLOAT64 else "float" if dtype.is_float else "std::int64_t"
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.depth = 1
+
+    def __call__(self, line: str) -> None:
+        self.lines.append("  " * self.depth + line)
+
+    def loops(self, shape: Sequence[int], body: str, index: str = "i") -> None:
+        """``body`` inside nested loops over ``shape`` (loop variables i0, i1, ...)."""
+        if not shape:
+            self(body)
+            return
+        for d, n in enumerate(shape):
+            self(f"for (std::int64_t {index}{d} = 0; {index}{d} < {n}; ++{index}{d}) {{")
+            self.depth += 1
+        self(body)
+        for _ in shape:
+            self.depth -= 1
+            self("}")
+
+
+def _offset(strides: Sequence[int], index: str = "i") -> str:
+    terms = [f"{index}{d} * {s}" for d, s in enumerate(strides) if s]
+    return " + ".join(terms) or "0"
+
+
+class KernelEmitter:
+    """C++ for one custom kernel (``block``, concrete) reading sources of ``source_types``."""
+
+    def __init__(self, block: BlockGraph, source_types: Sequence[TensorType], symbol: str) -> None:
+        self.block, self.sources, self.symbol = block, list(source_types), symbol
+        self.grid = [int(g) for g in block.grid]
+        self.forloop = int(block.forloop)
+        self.w = _Writer()
+
+    # -- element access ------------------------------------------------------------------------
+
+    def read(self, value: int, expr: str) -> str:
+        """An element of a value's buffer as a compute-type scalar."""
+        t = self.block.values[value]
+        if t.dtype == DType.BFLOAT16:
+            return f"pc::bf16_to_f32({expr})"
+        return f"static_cast<{_compute(t.dtype)}>({expr})"
+
+    def write(self, value: int, expr: str) -> str:
+        t = self.block.values[value]
+        if t.dtype == DType.BFLOAT16:
+            return f"pc::f32_to_bf16(static_cast<float>({expr}))"
+        return f"static_cast<{_ctype(t)}>({expr})"
+
+    def elem(self, value: int, target: Sequence[int]) -> str:
+        shape = _shape(self.block.values[value])
+        return self.read(value, f"v{value}[{_offset(_broadcast_strides(shape, target))}]")
+
+    # -- the source ----------------------------------------------------------------------------
+
+    def source(self) -> str:
+        w = self.w
+        self._check_supported()
+        args = ", ".join([f"ffi::AnyBuffer a{k}" for k in range(len(self.sources))]
+                         + [f"ffi::Result<ffi::AnyBuffer> r{k}" for k in range(len(self.block.outputs))])
+        head = [f"static ffi::Error {self.symbol}_impl({args}) {{"]
+        for k, t in enumerate(self.sources):
+            head.append(f"  const {_ctype(t)}* src{k} = reinterpret_cast<const {_ctype(t)}*>(a{k}.untyped_data());")
+        for k in range(len(self.block.outputs)):
+            t = self.block.output_type(k)
+            head.append(f"  {_ctype(t)}* dst{k} = reinterpret_cast<{_ctype(t)}*>(r{k}->untyped_data());")
+        blocks = math.prod(self.grid)
+        head.append("#pragma omp parallel for schedule(static)")
+        head.append(f"  for (std::int64_t blk = 0; blk < {blocks}; ++blk) {{")
+        w.depth = 2
+        self._block_indices()
+        self._declare_values()
+        phases = self.block.phases()
+        looped = [any(e is True for e in inp.fmap) for inp in self.block.inputs]
+        for inp, is_looped in zip(self.block.inputs, looped):
+            if not is_looped:
+                self._load(inp, "0")
+        for op in self.block.ops:
+            if phases[op.outputs[0]] == Phase.INVARIANT:
+                self._op(op)
+        accumulators = [op for op in self.block.ops if op.kind in _ACCUMULATORS]
+        for op in accumulators:
+            self._init_accumulator(op)
+        if accumulators or any(looped):
+            w(f"for (std::int64_t it = 0; it < {self.forloop}; ++it) {{")
+            w.depth += 1
+            for inp, is_looped in zip(self.block.inputs, looped):
+                if is_looped:
+                    self._load(inp, "it")
+            for op in self.block.ops:
+                if phases[op.outputs[0]] == Phase.LOOP:
+                    self._op(op)
+            for op in accumulators:
+                self._accumulate(op)
+            w.depth -= 1
+            w("}")
+        for op in self.block.ops:
+            if phases[op.outputs[0]] == Phase.POST and op.kind not in _ACCUMULATORS:
+                self._op(op)
+        for k, out in enumerate(self.block.outputs):
+            self._store(k, out.value)
+        tail = ["  }", "  return ffi::Error::Success();", "}"]
+        bind = "".join(".Arg<ffi::AnyBuffer>()" for _ in self.sources) + "".join(
+            ".Ret<ffi::AnyBuffer>()" for _ in self.block.outputs)
+        tail.append(f"XLA_FFI_DEFINE_HANDLER_SYMBOL({self.symbol}, {self.symbol}_impl, ffi::Ffi::Bind(){bind});")
+        return "\n".join(head + w.lines + tail) + "\n"
+
+    def _check_supported(self) -> None:
+        for k, out in enumerate(self.block.outputs):
+            for p, extent in enumerate(self.grid):
+                if extent > 1 and not any(row[p] for row in out.omap):
+                    raise IRError("the C++ emitter does not sum partial results over grid dims (split-K in one "
+                                  "kernel); the two-kernel split form is the CPU's way")
+        for t in self.block.values:
+            _ctype(t)
+
+    def _block_indices(self) -> None:
+        rest = "blk"
+        for p in range(len(self.grid) - 1, -1, -1):
+            self.w(f"const std::int64_t b{p} = {rest} % {self.grid[p]};")
+            rest = f"({rest} / {self.grid[p]})"
+
+    def _declare_values(self) -> None:
+        for v, t in enumerate(self.block.values):
+            self.w(f"std::vector<{_ctype(t)}> v{v}_buf({max(1, math.prod(_shape(t)))}); "
+                   f"{_ctype(t)}* v{v} = v{v}_buf.data();")
+
+    def _chunk(self, row, loop_entry: bool, iteration: str) -> str:
+        index = "0"
+        for p, split in enumerate(row):
+            if split:
+                index = f"({index} * {self.grid[p]} + b{p})"
+        if loop_entry:
+            index = f"({index} * {self.forloop} + {iteration})"
+        return index
+
+    def _load(self, inp: BlockInput, iteration: str) -> None:
+        tile = _shape(self.block.values[inp.value])
+        source = _shape(self.sources[inp.source])
+        strides = _strides(source)
+        base = " + ".join(f"{self._chunk(row, loop, iteration)} * {t * s}"
+                          for row, loop, t, s in zip(inp.imap, inp.fmap, tile, strides)) or "0"
+        self.w(f"{{ const auto* base = src{inp.source} + ({base});")
+        self.w.depth += 1
+        inner = tile[-1] if tile else 1
+        outer = tile[:-1]
+        src_off = _offset(strides[:-1])
+        dst_off = _offset(_strides(tile)[:-1])
+        self.w.loops(outer, f"std::memcpy(v{inp.value} + {dst_off}, base + {src_off}, "
+                            f"{inner} * sizeof(*base));")
+        self.w.depth -= 1
+        self.w("}")
+
+    def _store(self, k: int, value: int) -> None:
+        out = self.block.outputs[k]
+        tile = _shape(self.block.values[value])
+        full = _shape(self.block.output_type(k))
+        strides = _strides(full)
+        base = " + ".join(f"{self._chunk(row, False, '0')} * {t * s}"
+                          for row, t, s in zip(out.omap, tile, strides)) or "0"
+        self.w(f"{{ auto* base = dst{k} + ({base});")
+        self.w.depth += 1
+        inner = tile[-1] if tile else 1
+        self.w.loops(tile[:-1], f"std::memcpy(base + {_offset(strides[:-1])}, v{value} + "
+                                f"{_offset(_strides(tile)[:-1])}, {inner} * sizeof(*base));")
+        self.w.depth -= 1
+        self.w("}")
+
+    # -- ops -----------------------------------------------------------------------------------
+
+    def _op(self, op: Op) -> None:
+        out = op.outputs[0]
+        shape = _shape(self.block.values[out])
+        kind = op.kind
+        dst = f"v{out}[{_offset(_strides(shape))}]"
+        if kind in _UNARY:
+            expr = _UNARY[kind].format(self.elem(op.inputs[0], shape))
+            self.w.loops(shape, f"{dst} = {self.write(out, expr)};")
+        elif kind in _BINARY:
+            expr = _BINARY[kind].format(*(self.elem(v, shape) for v in op.inputs))
+            self.w.loops(shape, f"{dst} = {self.write(out, expr)};")
+        elif kind == OpKind.SELECT:
+            pred, on_false, on_true = (self.elem(v, shape) for v in op.inputs)
+            self.w.loops(shape, f"{dst} = {self.write(out, f'({pred} ? {on_true} : {on_false})')};")
+        elif kind in (OpKind.CONVERT, OpKind.BROADCAST):
+            self.w.loops(shape, f"{dst} = {self.write(out, self.elem(op.inputs[0], shape))};")
+        elif kind == OpKind.INTEGER_POW:
+            expr = f"std::pow({self.elem(op.inputs[0], shape)}, {int(op.attrs['exponent'])})"
+            self.w.loops(shape, f"{dst} = {self.write(out, expr)};")
+        elif kind == OpKind.CONSTANT:
+            value = float(constant_value(op.attrs["value"]))
+            literal = "P_NEG_INF" if value == -math.inf else repr(value) if math.isfinite(value) else "INFINITY"
+            self.w(f"std::fill(v{out}, v{out} + {math.prod(shape)}, {self.write(out, literal)});")
+        elif kind == OpKind.IOTA:
+            dim = op.attrs["dimension"]
+            self.w.loops(shape, f"{dst} = {self.write(out, f'i{dim}')};")
+        elif kind == OpKind.RESHAPE:
+            self.w(f"std::memcpy(v{out}, v{op.inputs[0]}, {math.prod(shape)} * sizeof(*v{out}));")
+        elif kind == OpKind.TRANSPOSE:
+            self._transpose(op, shape)
+        elif kind in (OpKind.REDUCE_SUM, OpKind.REDUCE_MAX):
+            self._reduce(op, shape)
+        elif kind == OpKind.MATMUL:
+            self._matmul(op, shape)
+        else:
+            raise IRError(f"the C++ emitter has no rule for {kind}")
+
+    def _transpose(self, op: Op, shape: Sequence[int]) -> None:
+        src = op.inputs[0]
+        in_strides = _strides(_shape(self.block.values[src]))
+        perm = op.attrs["perm"]
+        strides = [in_strides[p] for p in perm]  # output dim d walks input dim perm[d]
+        self.w.loops(shape, f"v{op.outputs[0]}[{_offset(_strides(shape))}] = v{src}[{_offset(strides)}];")
+
+    def _reduce(self, op: Op, shape: Sequence[int]) -> None:
+        src, out = op.inputs[0], op.outputs[0]
+        in_shape = _shape(self.block.values[src])
+        is_sum = op.kind == OpKind.REDUCE_SUM
+        identity = "0.0f" if is_sum else "P_NEG_INF"
+        self.w(f"std::fill(v{out}, v{out} + {math.prod(shape)}, {self.write(out, identity)});")
+        acc = f"v{out}[{_offset(_broadcast_strides(shape, in_shape))}]"
+        current = self.read(out, acc)
+        element = self.read(src, f"v{src}[{_offset(_strides(in_shape))}]")
+        combined = f"({current} + {element})" if is_sum else f"std::max({current}, {element})"
+        self.w.loops(in_shape, f"{acc} = {self.write(out, combined)};")
+
+    def _matmul(self, op: Op, shape: Sequence[int]) -> None:
+        a, b = op.inputs
+        out = op.outputs[0]
+        if any(self.block.values[v].dtype != DType.FLOAT32 for v in (a, b, out)):
+            raise IRError("the C++ emitter multiplies float32 tiles only (the block graph converts loads)")
+        a_shape, b_shape = _shape(self.block.values[a]), _shape(self.block.values[b])
+        m, k = a_shape[-2:]
+        n = b_shape[-1]
+        batch = shape[:-2]
+        a_strides = _broadcast_strides(a_shape[:-2], batch) if batch else []
+        b_strides = _broadcast_strides(b_shape[:-2], batch) if batch else []
+        out_strides = _strides(batch) if batch else []
+        self.w(f"std::fill(v{out}, v{out} + {math.prod(shape)}, 0.0f);")
+        call = (f"pc::matmul_acc(v{a} + ({_offset([s * m * k for s in a_strides])}), {k}, "
+                f"v{b} + ({_offset([s * k * n for s in b_strides])}), {n}, "
+                f"v{out} + ({_offset([s * m * n for s in out_strides])}), {n}, {m}, {n}, {k});")
+        self.w.loops(batch, call)
+
+    # -- accumulators --------------------------------------------------------------------------
+
+    def _init_accumulator(self, op: Op) -> None:
+        out = op.outputs[0]
+        n = math.prod(_shape(self.block.values[out]))
+        fill = "P_NEG_INF" if op.kind == OpKind.ACCUM_MAX else "0.0f"
+        self.w(f"std::fill(v{out}, v{out} + {n}, {fill});")
+        if op.kind == OpKind.ACCUM_RESCALED_SUM:
+            m = math.prod(_shape(self.block.values[op.inputs[1]]))
+            self.w(f"std::vector<float> run{out}({m}, P_NEG_INF), old{out}({m}), new{out}({m});")
+
+    def _accumulate(self, op: Op) -> None:
+        out = op.outputs[0]
+        shape = _shape(self.block.values[out])
+        acc = f"v{out}[{_offset(_strides(shape))}]"
+        x = self.elem(op.inputs[0], shape)
+        if op.kind == OpKind.ACCUM_SUM:
+            self.w.loops(shape, f"{acc} += {x};")
+        elif op.kind == OpKind.ACCUM_SUM_SQUARES:
+            self.w.loops(shape, f"{{ const float x = {x}; {acc} += x * x; }}")
+        elif op.kind == OpKind.ACCUM_MAX:
+            self.w.loops(shape, f"{acc} = std::max({acc}, {x});")
+        else:
+            self._rescaled(op, shape)
+
+    def _rescaled(self, op: Op, shape: Sequence[int]) -> None:
+        """acc·exp(m − m') + value·exp(s − m'), m' = max(m, s); −inf terms contribute 0."""
+        out, (value, scale) = op.outputs[0], op.inputs
+        s_shape = _shape(self.block.values[scale])
+        idx = _offset(_strides(s_shape))
+        s = self.read(scale, f"v{scale}[{idx}]")
+        self.w.loops(s_shape, f"{{ const float s = {s}, m = run{out}[{idx}], mx = std::max(m, s); "
+                              f"old{out}[{idx}] = m == P_NEG_INF ? 0.0f : std::exp(m - mx); "
+                              f"new{out}[{idx}] = s == P_NEG_INF ? 0.0f : std::exp(s - mx); run{out}[{idx}] = mx; }}")
+        factor = _offset(_broadcast_strides(s_shape, shape))
+        acc = f"v{out}[{_offset(_strides(shape))}]"
+        self.w.loops(shape, f"{acc} = {acc} * old{out}[{factor}] + {self.elem(value, shape)} * new{out}[{factor}];")
+
+
+_ACCUMULATORS = frozenset({OpKind.ACCUM_SUM, OpKind.ACCUM_SUM_SQUARES, OpKind.ACCUM_MAX, OpKind.ACCUM_RESCALED_SUM})
+
+
+def kernel_source(block: BlockGraph, source_types: Sequence[TensorType], symbol: str) -> str:
+    """The whole translation unit of one custom kernel (``symbol`` names its FFI handler)."""
+    return PREAMBLE + KernelEmitter(block, source_types, symbol).source()

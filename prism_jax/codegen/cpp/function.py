@@ -1,0 +1,50 @@
+"""An instantiated kernel graph → a JAX function whose custom kernels are native CPU custom calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any, Callable
+
+import jax
+
+from prism_jax.codegen.cpp.build import ffi_target
+from prism_jax.codegen.cpp.emit import kernel_source
+from prism_jax.frontend.to_jax import apply_op, jax_dtype
+from prism_jax.ir import IRError, KernelGraph, OpKind, is_concrete_graph
+
+
+@dataclasses.dataclass(frozen=True)
+class CppOptions:
+    """Knobs of the native CPU kernels (the tuner's launch options)."""
+
+    threads: int = 0  # OpenMP threads; 0: every core
+
+
+def kernel_graph_function(graph: KernelGraph, options: CppOptions = CppOptions()) -> Callable[..., list]:
+    """A traceable JAX function computing ``graph`` (concrete) with each custom kernel compiled to C++."""
+    if not is_concrete_graph(graph):
+        raise IRError(f"kernel graph {graph.name!r} has symbolic sizes; instantiate it before codegen")
+    calls = {}
+    for i, op in enumerate(graph.ops):
+        if op.kind == OpKind.CUSTOM_KERNEL:
+            sources = [graph.values[v] for v in op.inputs]
+            symbol = "k" + hashlib.sha256(repr((op.block, sources)).encode()).hexdigest()[:16]
+            source = kernel_source(op.block, sources, symbol)
+            if options.threads:
+                source = source.replace("#pragma omp parallel for", f"#pragma omp parallel for num_threads({options.threads})")
+            outs = [jax.ShapeDtypeStruct(tuple(int(d) for d in graph.values[v].shape), jax_dtype(graph.values[v]))
+                    for v in op.outputs]
+            calls[i] = jax.ffi.ffi_call(ffi_target(source, symbol), outs, vmap_method="sequential")
+
+    def fn(*args: Any) -> list:
+        env = dict(zip(graph.inputs, args))
+        for i, op in enumerate(graph.ops):
+            ins = [env[v] for v in op.inputs]
+            if i in calls:
+                env.update(zip(op.outputs, calls[i](*ins)))
+            else:
+                env[op.outputs[0]] = apply_op(op.kind, op.attrs, ins, graph.values[op.outputs[0]])
+        return [env[v] for v in graph.outputs]
+
+    return fn
