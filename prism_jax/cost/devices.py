@@ -24,6 +24,7 @@ class DeviceSpec:
     max_blocks: int  # most blocks a grid may have
     launch_overhead_s: float  # per kernel launch / parallel region
     isa: tuple[str, ...] = ()
+    step_overhead_s: float = 0.0  # per block and loop iteration (CPU: the loop, tile copies, calls)
 
     def flops(self, dtype_bytes: int) -> float:
         return self.flops_f16 if dtype_bytes <= 2 else self.flops_f32
@@ -59,7 +60,10 @@ def host_cpu() -> DeviceSpec:
     l2 = _cache_bytes(level=2) or 1 << 20
     return DeviceSpec(model or platform.processor() or "cpu", "cpu", 20e9 * max(1, cores // 2) ** 0.5, flops,
                       flops * (2 if "avx512_bf16" in isa or "amx_bf16" in isa else 1), l2, cores, 1 << 16,
-                      5e-6, isa)
+                      5e-6, isa, CPU_STEP_OVERHEAD_S)
+
+
+CPU_STEP_OVERHEAD_S = 2e-7  # a block-iteration's fixed cost on a CPU core (measured order of magnitude)
 
 
 def _cpuinfo() -> tuple[set[str], str]:

@@ -111,8 +111,10 @@ def estimate(graph: KernelGraph, device: DeviceSpec) -> CostEstimate:
         itemsize = min((t.dtype.itemsize for t in ins), default=4)
         if op.kind == OpKind.CUSTOM_KERNEL:
             nbytes, flops, blocks = block_cost(op.block, ins)
+            steps = blocks * int(op.block.forloop) / min(blocks, device.parallel_units)  # per unit, in parallel
+            seconds = _time(device, nbytes, flops, blocks, itemsize, overlaps_loads(op.block, device))
             kernels.append(KernelCost(f"#{i} {op.kind}", nbytes, flops, blocks,
-                                      _time(device, nbytes, flops, blocks, itemsize, overlaps_loads(op.block, device))))
+                                      seconds + steps * device.step_overhead_s))
             continue
         v = op.outputs[0]
         if v in fused or op.kind in _FREE:

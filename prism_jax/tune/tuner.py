@@ -21,6 +21,7 @@ import enum
 import hashlib
 import json
 import logging
+import pathlib
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prism_jax import native
 from prism_jax.codegen import cpp, pallas
 from prism_jax.cost import TRITON, DeviceSpec, TileRules, estimate, ranked_sizes
 from prism_jax.frontend.to_jax import jax_dtype, kernel_graph_fn
@@ -299,10 +301,22 @@ def _xla_choice(xla_estimate: float, reason: str, xla_time: float | None = None)
 def _cache_key(region: KernelGraph, candidates, target: Target, config: TuneConfig) -> str:
     text = json.dumps({"region": content_hash(region), "candidates": [content_hash(g) for g, _ in candidates],
                        "target": target.name, "device": target.device.name, "interpret": target.interpret,
-                       "emitter": target.emitter.value,
+                       "emitter": target.emitter.value, "code": _code_fingerprint(target),
                        "rules": dataclasses.asdict(target.rules), "jax": jax.__version__,
                        "config": config.key_fields()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _code_fingerprint(target: Target) -> str:
+    """The emitter's source (and the C++ runtime header): a changed code generator tunes afresh."""
+    if target.emitter == Emitter.CPP:
+        files = [pathlib.Path(cpp.emit.__file__), native.runtime_include_dir() / "prism_cpu.h"]
+    else:
+        files = [pathlib.Path(pallas.emit.__file__)]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()[:16]
 
 
 def _to_cache(choice: Choice) -> dict:

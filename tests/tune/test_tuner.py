@@ -3,6 +3,7 @@ out, XLA as the fallback with its reason, and the on-disk cache."""
 
 import logging
 
+import jax
 import numpy as np
 import pytest
 
@@ -84,17 +85,28 @@ def test_max_relative_error():
 
 
 def test_device_path_times_programs_against_xla_and_keeps_the_faster(monkeypatch):
-    """The measuring path, on CPU: interpreted kernels (slow) are timed against XLA's program, which wins;
-    the choice says so with both times."""
+    """The measuring path, on CPU: XLA's program and the checked kernels are each timed (a fixed clock
+    here: interpreted kernels on tiny shapes race XLA), the faster kept, and the choice says why."""
     import prism_jax.tune.tuner as tuner
     from prism_jax.codegen.pallas import PallasOptions
 
+    from prism_jax.tune.measure import Timing
+
     monkeypatch.setattr(tuner, "_launch_options", lambda target, config: [PallasOptions(interpret=True)])
+    timed_calls = []
+
+    def clock(fn, args, **kwargs):  # a real run of the program, then a fixed time: XLA 1 ms, kernels 2 ms
+        jax.block_until_ready(fn(*args))
+        timed_calls.append(fn)
+        seconds = 1e-3 if len(timed_calls) == 1 else 2e-3
+        return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
+
+    monkeypatch.setattr(tuner, "time_chained", clock)
     region, symbolic, sizes = problem()
     timed = Target("cpu-timed", H100_SXM, interpret=False)
     choice = tune_region(region, [(symbolic, sizes)], timed, TuneConfig(iterations=4, repeats=1, warmup=1))
-    assert not choice.uses_kernel and "XLA is faster" in choice.reason
-    assert choice.xla_measured_s is not None and choice.xla_measured_s > 0
+    assert not choice.uses_kernel and "XLA is faster (1000.0 µs vs 2000.0 µs)" in choice.reason, choice.reason
+    assert choice.xla_measured_s == 1e-3 and len(timed_calls) >= 2
 
 
 def test_kernels_that_do_not_build_fall_back_to_xla_with_the_reason():

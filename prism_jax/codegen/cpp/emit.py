@@ -116,6 +116,39 @@ class KernelEmitter:
         self.grid = [int(g) for g in block.grid]
         self.forloop = int(block.forloop)
         self.w = _Writer()
+        self.views, self.bf16_operands = self._plan_views()
+
+    def _plan_views(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Block inputs read only as matmul operands are not copied: the matmul reads the source in
+        place (a pointer and a row stride), so large weights stream from memory once. A bfloat16
+        input whose only use is a convert feeding matmuls is multiplied as bf16 (widened in
+        registers): ``views`` maps input value → row stride, ``bf16_operands`` convert output → input."""
+        users: dict[int, list[Op]] = {}
+        for op in self.block.ops:
+            for v in op.inputs:
+                users.setdefault(v, []).append(op)
+        outputs = {o.value for o in self.block.outputs}
+        views, bf16 = {}, {}
+        for inp in self.block.inputs:
+            tile = _shape(self.block.values[inp.value])
+            source = _shape(self.sources[inp.source])
+            if len(tile) < 2 or any(d != 1 for d in tile[:-2]) or inp.value in outputs:
+                continue
+            row_stride = _strides(source)[-2]
+            readers = users.get(inp.value, [])
+            dtype = self.block.values[inp.value].dtype
+            if readers and dtype == DType.FLOAT32 and all(op.kind == OpKind.MATMUL for op in readers):
+                views[inp.value] = row_stride
+            elif (dtype == DType.BFLOAT16 and len(readers) == 1 and readers[0].kind == OpKind.CONVERT
+                  and self.block.values[readers[0].outputs[0]].dtype == DType.FLOAT32):
+                converted = readers[0].outputs[0]
+                matmuls = users.get(converted, [])
+                if matmuls and converted not in outputs and all(
+                        op.kind == OpKind.MATMUL and op.inputs[1] == converted and op.inputs[0] != converted
+                        for op in matmuls):
+                    views[inp.value] = row_stride
+                    bf16[converted] = inp.value
+        return views, bf16
 
     # -- element access ------------------------------------------------------------------------
 
@@ -206,9 +239,16 @@ class KernelEmitter:
             rest = f"({rest} / {self.grid[p]})"
 
     def _declare_values(self) -> None:
+        """Tile buffers, allocated once per thread (``thread_local``) and reused by its blocks."""
         for v, t in enumerate(self.block.values):
-            self.w(f"std::vector<{_ctype(t)}> v{v}_buf({max(1, math.prod(_shape(t)))}); "
-                   f"{_ctype(t)}* v{v} = v{v}_buf.data();")
+            if v in self.views:
+                self.w(f"const {_ctype(t)}* v{v} = nullptr;  // read in place")
+            elif v in self.bf16_operands:
+                continue  # the matmul widens the bf16 input itself
+            else:
+                n = max(1, math.prod(_shape(t)))
+                self.w(f"static thread_local std::vector<{_ctype(t)}> v{v}_buf; v{v}_buf.resize({n}); "
+                       f"{_ctype(t)}* v{v} = v{v}_buf.data();")
 
     def _chunk(self, row, loop_entry: bool, iteration: str) -> str:
         index = "0"
@@ -225,6 +265,9 @@ class KernelEmitter:
         strides = _strides(source)
         base = " + ".join(f"{self._chunk(row, loop, iteration)} * {t * s}"
                           for row, loop, t, s in zip(inp.imap, inp.fmap, tile, strides)) or "0"
+        if inp.value in self.views:
+            self.w(f"v{inp.value} = src{inp.source} + ({base});")
+            return
         self.w(f"{{ const auto* base = src{inp.source} + ({base});")
         self.w.depth += 1
         inner = tile[-1] if tile else 1
@@ -267,6 +310,8 @@ class KernelEmitter:
         elif kind == OpKind.SELECT:
             pred, on_false, on_true = (self.elem(v, shape) for v in op.inputs)
             self.w.loops(shape, f"{dst} = {self.write(out, f'({pred} ? {on_true} : {on_false})')};")
+        elif out in self.bf16_operands:
+            return  # multiplied in place as bf16
         elif kind in (OpKind.CONVERT, OpKind.BROADCAST):
             self.w.loops(shape, f"{dst} = {self.write(out, self.elem(op.inputs[0], shape))};")
         elif kind == OpKind.INTEGER_POW:
@@ -317,13 +362,16 @@ class KernelEmitter:
         a_shape, b_shape = _shape(self.block.values[a]), _shape(self.block.values[b])
         m, k = a_shape[-2:]
         n = b_shape[-1]
+        b_source = self.bf16_operands.get(b, b)
+        lda, ldb = self.views.get(a, k), self.views.get(b_source, n)
+        function = "pc::matmul_acc_bf16" if b in self.bf16_operands else "pc::matmul_acc"
         batch = shape[:-2]
         a_strides = _broadcast_strides(a_shape[:-2], batch) if batch else []
         b_strides = _broadcast_strides(b_shape[:-2], batch) if batch else []
         out_strides = _strides(batch) if batch else []
         self.w(f"std::fill(v{out}, v{out} + {math.prod(shape)}, 0.0f);")
-        call = (f"pc::matmul_acc(v{a} + ({_offset([s * m * k for s in a_strides])}), {k}, "
-                f"v{b} + ({_offset([s * k * n for s in b_strides])}), {n}, "
+        call = (f"{function}(v{a} + ({_offset([s * m * k for s in a_strides])}), {lda}, "
+                f"v{b_source} + ({_offset([s * k * n for s in b_strides])}), {ldb}, "
                 f"v{out} + ({_offset([s * m * n for s in out_strides])}), {n}, {m}, {n}, {k});")
         self.w.loops(batch, call)
 
