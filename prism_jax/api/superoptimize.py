@@ -11,7 +11,7 @@ import enum
 import functools
 import logging
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
 
@@ -22,6 +22,9 @@ from prism_jax.frontend.to_jax import kernel_graph_fn
 from prism_jax.search import RegionSearch, SearchConfig, search_region
 from prism_jax.search.driver import HOST
 from prism_jax.tune import Choice, Emitter, Target, TuneConfig, tune_region
+
+if TYPE_CHECKING:
+    from prism_jax.api.explain import Explanation
 
 log = logging.getLogger("prism_jax")
 

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import pathlib
-import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 
 from prism_jax.codegen.cpp.build import ffi_target
 from prism_jax.codegen.cpp.emit import kernel_source
-from prism_jax.frontend.to_jax import apply_op, jax_dtype
+from prism_jax.codegen.graph_function import graph_function
+from prism_jax.frontend.to_jax import jax_dtype
 from prism_jax.ir import IRError, KernelGraph, OpKind, is_concrete_graph
 
 
@@ -36,15 +37,4 @@ def kernel_graph_function(graph: KernelGraph, options: CppOptions = CppOptions()
             outs = [jax.ShapeDtypeStruct(tuple(int(d) for d in graph.values[v].shape), jax_dtype(graph.values[v]))
                     for v in op.outputs]
             calls[i] = jax.ffi.ffi_call(ffi_target(source, symbol), outs, vmap_method="sequential")
-
-    def fn(*args: Any) -> list:
-        env = dict(zip(graph.inputs, args))
-        for i, op in enumerate(graph.ops):
-            ins = [env[v] for v in op.inputs]
-            if i in calls:
-                env.update(zip(op.outputs, calls[i](*ins)))
-            else:
-                env[op.outputs[0]] = apply_op(op.kind, op.attrs, ins, graph.values[op.outputs[0]])
-        return [env[v] for v in graph.outputs]
-
-    return fn
+    return graph_function(graph, calls)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from prism_jax.codegen.graph_function import graph_function
 from prism_jax.frontend.to_jax import apply_op, jax_dtype
 from prism_jax.ir import BlockGraph, IRError, KernelGraph, OpKind, TensorType, is_concrete_graph
 from prism_jax.ir.graph import BlockInput, Op, Phase
@@ -56,18 +57,7 @@ def kernel_graph_function(graph: KernelGraph, options: PallasOptions = PallasOpt
         raise IRError(f"kernel graph {graph.name!r} has symbolic sizes; instantiate it before codegen")
     calls = {i: custom_kernel_call(op.block, [graph.values[v] for v in op.inputs], options, f"{graph.name}_k{i}")
              for i, op in enumerate(graph.ops) if op.kind == OpKind.CUSTOM_KERNEL}
-
-    def fn(*args: Any) -> list:
-        env = dict(zip(graph.inputs, args))
-        for i, op in enumerate(graph.ops):
-            ins = [env[v] for v in op.inputs]
-            if i in calls:
-                env.update(zip(op.outputs, calls[i](*ins)))
-            else:
-                env[op.outputs[0]] = apply_op(op.kind, op.attrs, ins, graph.values[op.outputs[0]])
-        return [env[v] for v in graph.outputs]
-
-    return fn
+    return graph_function(graph, calls)
 
 
 def custom_kernel_call(block: BlockGraph, source_types: Sequence[TensorType], options: PallasOptions,
