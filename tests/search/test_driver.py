@@ -1,6 +1,7 @@
 """The search end to end on traced workloads: what it finds, proves and ranks first (structural
 properties of the result, never a stored answer), its statistics, the cache and determinism."""
 
+import dataclasses
 import time
 
 import jax
@@ -103,7 +104,9 @@ def test_attention_finds_the_flash_kernel_and_the_split_kv_program():
 @pytest.mark.slow
 def test_qknorm_attention_keeps_both_norms_inside_the_attention_kernel():
     _, _, region = _region("qknorm_attention")
-    found = search_region(region, NO_CACHE)
+    # its search takes ~57 s of the 60 s limit on a quiet machine; a loaded CI machine gets more time
+    # (the time target is the benchmark's, not this structural test's)
+    found = search_region(region, dataclasses.replace(NO_CACHE, time_limit_s=100.0))
     best_single = next(c for c in found.candidates if not is_split(c.graph))
     block = _fused_block(best_single)
     assert _kinds(block).count(OpKind.RSQRT) == 2
