@@ -1,0 +1,507 @@
+// prism_cpu.h -- header-only CPU tile runtime for host kernels that prism_jax
+// generates (compiled with g++ -O3 -march=native -fopenmp -std=c++17).
+//
+// Dependency-free: the standard library, plus <immintrin.h> when the
+// translation unit is compiled with AVX2 and FMA.  Without them (or with
+// PRISM_CPU_NO_SIMD defined) a portable scalar path computes the same
+// results (up to float32 summation order; the conversions bit for bit).
+// Nothing here allocates on the heap or uses OpenMP: callers parallelize over
+// tiles and call these on one tile per thread.  A matmul call uses up to
+// about 80 KiB of stack.
+//
+// All matrices are row-major; leading dimensions are in elements.
+//
+//   matmul_acc       C[M,N] += A[M,K] @ B[K,N]                 (float32)
+//   matmul_acc_bf16  the same with B given as bfloat16 bits, widened to
+//                    float32 in registers (B is streamed once)
+//   bf16_to_f32 / f32_to_bf16   scalar and vectorized conversions
+//                    (float -> bfloat16 rounds to nearest even; NaN stays NaN)
+//
+// The AVX2 matmul is register blocked: a micro-kernel keeps an MR x 16 block
+// of C in 2 * MR ymm accumulators (MR <= 6 with AVX2's 16 registers, <= 12
+// when AVX-512VL gives 32) while its K loop streams a 16-column strip of B:
+// per row of B two float32 loads (or one 16 x bfloat16 load widened by a
+// shift and a mask), MR broadcasts of A, 2 * MR FMAs.  K goes in blocks of 8
+// rows (16 with several row blocks); a block walks its strips left to right,
+// which reads 8 rows of B side by side, front to back -- as fast as reading
+// B sequentially on the machine this was tuned on (AMD EPYC, 2 cores), and
+// much faster than longer strips.  For M <= kMaxMr every element of B is
+// loaded exactly once per call; with more rows the first row block copies
+// each strip (8 or 16 rows) to a small buffer that the others read from L1,
+// so B still comes from memory once (once per 16 rows of A).  Tails: a
+// partial strip uses masked loads/stores (bfloat16: a zero-padded copy of
+// the strip), a partial row block a smaller MR.  From 7 rows on, C is
+// accumulated in a local buffer and added to C at the end (kBufferedMinRows).
+//
+// Tiling advice for callers: B is row-major, so a tile of few columns reads a
+// short piece of each of K rows -- slow whatever the kernel does.  Give each
+// call >= 512 columns of B (better the whole row: 2-4 KiB per row at least)
+// and split K or M across threads rather than N into narrow tiles.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(PRISM_CPU_NO_SIMD)
+#include <immintrin.h>
+#define PRISM_CPU_AVX2 1
+#else
+#define PRISM_CPU_AVX2 0
+#endif
+
+// Full unrolling of the fixed-trip loops of the micro-kernel, so that its
+// accumulator arrays live in registers.
+#define PRISM_CPU_UNROLL _Pragma("GCC unroll 16")
+
+namespace prism_jax {
+namespace cpu {
+
+namespace detail {
+
+// True when this translation unit uses the AVX2/FMA kernels.
+inline constexpr bool kAvx2Fma = PRISM_CPU_AVX2 != 0;
+
+inline std::uint32_t f32_bits(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+inline float bits_f32(std::uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// bfloat16 <-> float32
+// ---------------------------------------------------------------------------
+
+inline float bf16_to_f32(std::uint16_t bits) {
+  return detail::bits_f32(static_cast<std::uint32_t>(bits) << 16);
+}
+
+// Round to nearest, ties to even.  Overflow rounds to +-inf, subnormals are
+// kept (no flush to zero), NaN stays NaN (sign and top payload bits kept, the
+// quiet bit set so a payload living only in the dropped bits is not lost).
+inline std::uint16_t f32_to_bf16(float x) {
+  const std::uint32_t u = detail::f32_bits(x);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) {
+    return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
+  }
+  const std::uint32_t rounded = u + 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(rounded >> 16);
+}
+
+inline void bf16_to_f32(const std::uint16_t* src, float* dst, std::int64_t n) {
+  std::int64_t i = 0;
+#if PRISM_CPU_AVX2
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    const __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(w));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+}
+
+inline void f32_to_bf16(const float* src, std::uint16_t* dst, std::int64_t n) {
+  std::int64_t i = 0;
+#if PRISM_CPU_AVX2
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i bias = _mm256_set1_epi32(0x7FFF);
+  const __m256i quiet = _mm256_set1_epi32(0x0040);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(src + i);
+    const __m256i u = _mm256_castps_si256(x);
+    const __m256i hi = _mm256_srli_epi32(u, 16);
+    const __m256i rounded =
+        _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(hi, one)), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    const __m256i r = _mm256_blendv_epi8(rounded, _mm256_or_si256(hi, quiet), nan);
+    // every lane is in [0, 0xFFFF], so the unsigned-saturating pack is exact
+    const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), packed);
+  }
+#endif
+  for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
+// ---------------------------------------------------------------------------
+// matmul
+// ---------------------------------------------------------------------------
+
+namespace detail {
+
+// Most rows of C one micro-kernel keeps in registers: MR x 2 accumulators
+// + 2 B vectors + 1 broadcast fit the 16 ymm registers of AVX2 for MR <= 6,
+// and the 32 of AVX-512VL (which the compiler then uses for these AVX2
+// intrinsics) for MR <= 12.
+#if defined(__AVX512VL__)
+inline constexpr int kMaxMr = 12;
+#else
+inline constexpr int kMaxMr = 6;
+#endif
+// Rows of B per K block (one micro-kernel call per K block and 16-column
+// strip) when A fits one row block.  Walking a K block strip by strip reads
+// kKc rows of B side by side, each front to back; with 8 rows this runs at
+// (or above) the speed of reading B sequentially, with 16 or more rows it
+// falls off quickly (too many streams for the hardware prefetchers).
+inline constexpr std::int64_t kKc = 8;
+// The same with several row blocks: the first one copies the strip to a
+// small contiguous buffer as it reads it, the others read the copy from L1.
+inline constexpr std::int64_t kKcMany = 16;
+// From this many rows of A on, each 16-row group accumulates into a local
+// buffer of kNch columns of C (leading dimension kCbufLd) that is added to C
+// at the end.  C's rows are usually a power-of-two stride apart, so the rows
+// of one strip of C all map to the same L1 set (and to the same 4 KiB
+// offset as the strip of B being read): from about 8 rows on, updating C in
+// place every kKc rows of B costs more than the arithmetic.
+inline constexpr std::int64_t kBufferedMinRows = 7;
+inline constexpr std::int64_t kRowGroup = 16;
+inline constexpr std::int64_t kNch = 1024;
+inline constexpr std::int64_t kCbufLd = kNch + 16;
+// Columns of A copied at a time to a contiguous buffer (leading dimension
+// kApkLd): A's rows are usually a power-of-two stride apart, like B's and
+// C's, so in place they would compete for the same L1 set as the strip of B
+// while they are reused for every strip.
+inline constexpr std::int64_t kKa = 128;
+inline constexpr std::int64_t kApkLd = kKa + 8;
+static_assert(kKa % kKc == 0 && kKa % kKcMany == 0, "K blocks tile the copies of A");
+
+#if PRISM_CPU_AVX2
+
+// An optimization barrier: the value is in a register here.  Without it GCC
+// folds the loads of B into the memory operand of every FMA that uses them,
+// loading each B vector once per row of A (the loop then runs out of load
+// ports at MR >= 2).
+inline void in_register(__m256& v) {
+#if defined(__GNUC__)
+  __asm__("" : "+x"(v));
+#else
+  (void)v;
+#endif
+}
+
+inline __m256i tail_mask(std::int64_t n) {  // lanes [0, n) set, 0 <= n <= 8
+  alignas(32) static constexpr std::int32_t lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                         0,  0,  0,  0,  0,  0,  0,  0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes + 8 - n));
+}
+
+// The micro-kernel: C[0:MR, 0:16] += A[0:MR, 0:kc] @ S[0:kc, 0:16], where S
+// is a 16-column strip of B (row k at B + k * ldb), the MR x 16 block of C in
+// ymm accumulators over the whole K loop.
+//   FULL:  all 16 columns are real; otherwise only the first `ncols`, and C
+//          (and float32 B) is read and written with masks -- masked-off lanes
+//          of B read as 0.  A bfloat16 partial strip is always a zero-padded
+//          copy (there is no 16-bit masked load).
+//   PACK:  also copy the strip, as read, to `pk` (kc rows of 16 elements) for
+//          the next row blocks.
+// Float32 B is read as two vectors per row.  Bfloat16 B is read 16 per
+// 256-bit load and widened in registers: the even columns by a shift, the odd
+// ones by a mask; the accumulators hold (even, odd) columns and are put back
+// in order at the end.  For MR <= 2 the K loop keeps two sets of accumulators
+// (even and odd k) to hide the FMA latency.
+template <int MR, bool FULL, bool PACK, typename Src>
+inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
+                         std::int64_t ldc, std::int64_t kc, std::int64_t ncols, Src* pk) {
+  static_assert(MR >= 1 && MR <= kMaxMr, "micro-kernel rows");
+  constexpr bool kBf16 = sizeof(Src) == 2;
+  constexpr int KU = MR <= 2 ? 2 : 1;
+
+  __m256i mask0 = _mm256_set1_epi32(-1), mask1 = mask0;
+  if constexpr (!FULL) {
+    mask0 = tail_mask(ncols < 8 ? ncols : 8);
+    mask1 = tail_mask(ncols > 8 ? ncols - 8 : 0);
+  }
+  const __m256i odd_mask = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+
+  __m256 acc[KU][MR][2];
+  PRISM_CPU_UNROLL
+  for (int u = 0; u < KU; ++u) {
+    PRISM_CPU_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      acc[u][r][0] = _mm256_setzero_ps();
+      acc[u][r][1] = _mm256_setzero_ps();
+    }
+  }
+  const float* a[MR];
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) a[r] = A + r * lda;
+
+  // acc[u] += A[:, k] (x) S[k, :]
+  auto step = [&](int u, std::int64_t k) {
+    const Src* b = B + k * ldb;
+    __m256 b0, b1;
+    if constexpr (kBf16) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+      if constexpr (PACK) _mm256_store_si256(reinterpret_cast<__m256i*>(pk + k * 16), x);
+      b0 = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));  // columns 0, 2, ..., 14
+      b1 = _mm256_castsi256_ps(_mm256_and_si256(x, odd_mask));  // columns 1, 3, ..., 15
+    } else {
+      if constexpr (FULL) {
+        b0 = _mm256_loadu_ps(reinterpret_cast<const float*>(b));
+        b1 = _mm256_loadu_ps(reinterpret_cast<const float*>(b) + 8);
+      } else {
+        b0 = _mm256_maskload_ps(reinterpret_cast<const float*>(b), mask0);
+        b1 = _mm256_maskload_ps(reinterpret_cast<const float*>(b) + 8, mask1);
+      }
+      in_register(b0);
+      in_register(b1);
+      if constexpr (PACK) {
+        _mm256_store_ps(reinterpret_cast<float*>(pk + k * 16), b0);
+        _mm256_store_ps(reinterpret_cast<float*>(pk + k * 16) + 8, b1);
+      }
+    }
+    PRISM_CPU_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a[r] + k);
+      acc[u][r][0] = _mm256_fmadd_ps(av, b0, acc[u][r][0]);
+      acc[u][r][1] = _mm256_fmadd_ps(av, b1, acc[u][r][1]);
+    }
+  };
+
+  std::int64_t k = 0;
+  for (; k + KU <= kc; k += KU) {
+    PRISM_CPU_UNROLL
+    for (int u = 0; u < KU; ++u) step(u, k + u);
+  }
+  if constexpr (KU == 2) {
+    if (k < kc) step(0, k);
+    PRISM_CPU_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      acc[0][r][0] = _mm256_add_ps(acc[0][r][0], acc[1][r][0]);
+      acc[0][r][1] = _mm256_add_ps(acc[0][r][1], acc[1][r][1]);
+    }
+  }
+
+  // C += acc: every row of C is read before any is written (the rows are
+  // often a multiple of 4 KiB apart, and a load after a store to an address
+  // with the same low 12 bits can wait for that store: 4K aliasing).
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    __m256 c0 = acc[0][r][0], c1 = acc[0][r][1];
+    if constexpr (kBf16) {
+      // (even, odd) -> natural order: unpack interleaves within 128-bit lanes,
+      // giving columns {0-3, 8-11} and {4-7, 12-15}.
+      const __m256 lo = _mm256_unpacklo_ps(c0, c1);
+      const __m256 hi = _mm256_unpackhi_ps(c0, c1);
+      c0 = _mm256_permute2f128_ps(lo, hi, 0x20);
+      c1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+    }
+    const float* c = C + r * ldc;
+    if constexpr (FULL) {
+      acc[0][r][0] = _mm256_add_ps(_mm256_loadu_ps(c), c0);
+      acc[0][r][1] = _mm256_add_ps(_mm256_loadu_ps(c + 8), c1);
+    } else {
+      acc[0][r][0] = _mm256_add_ps(_mm256_maskload_ps(c, mask0), c0);
+      acc[0][r][1] = _mm256_add_ps(_mm256_maskload_ps(c + 8, mask1), c1);
+    }
+  }
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    float* c = C + r * ldc;
+    if constexpr (FULL) {
+      _mm256_storeu_ps(c, acc[0][r][0]);
+      _mm256_storeu_ps(c + 8, acc[0][r][1]);
+    } else {
+      _mm256_maskstore_ps(c, mask0, acc[0][r][0]);
+      _mm256_maskstore_ps(c + 8, mask1, acc[0][r][1]);
+    }
+  }
+}
+
+template <bool FULL, bool PACK, typename Src>
+inline void micro_kernel_rows(std::int64_t rows, const float* A, std::int64_t lda, const Src* B,
+                              std::int64_t ldb, float* C, std::int64_t ldc, std::int64_t kc,
+                              std::int64_t ncols, Src* pk) {
+  switch (rows) {
+    case 1: micro_kernel<1, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+    case 2: micro_kernel<2, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+    case 3: micro_kernel<3, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+    case 4: micro_kernel<4, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+    case 5: micro_kernel<5, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+    case 6: micro_kernel<6, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+#if defined(__AVX512VL__)
+    case 7: micro_kernel<7, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+    case 8: micro_kernel<8, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+    case 9: micro_kernel<9, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+    case 10: micro_kernel<10, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+    case 11: micro_kernel<11, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+    case 12: micro_kernel<12, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk); break;
+#endif
+    default: break;
+  }
+}
+
+// One (K block, strip): every row block of A against the strip S (row k at
+// B + k * ldb).  Rows go in blocks of at most kMaxMr, sizes balanced (with
+// kMaxMr = 6: 8 -> 4 + 4, 16 -> 6 + 5 + 5; with 12: 16 -> 8 + 8).  With one
+// block S is read once from B; with more the first block copies it to `pk`
+// and the others read the copy.
+template <bool FULL, typename Src>
+inline void strip_all_rows(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
+                           std::int64_t ldc, std::int64_t M, std::int64_t kc, std::int64_t ncols,
+                           Src* pk) {
+  const std::int64_t blocks = (M + kMaxMr - 1) / kMaxMr;
+  if (blocks == 1) {
+    micro_kernel_rows<FULL, false>(M, A, lda, B, ldb, C, ldc, kc, ncols, pk);
+    return;
+  }
+  std::int64_t i = 0;
+  for (std::int64_t blk = 0; blk < blocks; ++blk) {
+    const std::int64_t rows = (M - i + (blocks - blk) - 1) / (blocks - blk);
+    if (blk == 0)
+      micro_kernel_rows<FULL, true>(rows, A, lda, B, ldb, C, ldc, kc, ncols, pk);
+    else
+      micro_kernel_rows<FULL, false>(rows, A + i * lda, lda, pk, 16, C + i * ldc, ldc, kc, ncols, pk);
+    i += rows;
+  }
+}
+
+// C += A @ B for at most kRowGroup rows: K blocks outermost, 16-column strips
+// of B inside, the row blocks of A innermost.  The strips start where B's
+// rows are aligned to a strip (64 bytes of float32, 32 of bfloat16) when
+// ldb allows it -- so that no strip shares a cache line with the next --
+// with a partial strip before them if B is not aligned, and one after them.
+// A is read from `apk`, a copy of kKa of its columns at a time.
+template <typename Src>
+inline void row_group(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
+                      std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K, float* apk,
+                      Src* pk) {
+  constexpr bool kBf16 = sizeof(Src) == 2;
+  constexpr std::uintptr_t kStripBytes = 16 * sizeof(Src);
+  const std::int64_t kc_max = M <= kMaxMr ? kKc : kKcMany;
+  std::int64_t head = 0;
+  if ((ldb * static_cast<std::int64_t>(sizeof(Src))) % kStripBytes == 0) {
+    const std::uintptr_t mis = reinterpret_cast<std::uintptr_t>(B) % kStripBytes;
+    head = mis == 0 ? 0 : static_cast<std::int64_t>((kStripBytes - mis) / sizeof(Src));
+    head = head < N ? head : N;
+  }
+  const std::int64_t n_full_end = head + (N - head) / 16 * 16;
+  for (std::int64_t k0 = 0; k0 < K; k0 += kc_max) {
+    const std::int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
+    if (k0 % kKa == 0) {
+      const std::int64_t ka = K - k0 < kKa ? K - k0 : kKa;
+      for (std::int64_t i = 0; i < M; ++i)
+        for (std::int64_t k = 0; k < ka; ++k) apk[i * kApkLd + k] = A[i * lda + k0 + k];
+    }
+    const float* a = apk + k0 % kKa;
+    const Src* b = B + k0 * ldb;
+    // columns [j, j + ncols) of the K block, ncols < 16
+    auto partial_strip = [&](std::int64_t j, std::int64_t ncols) {
+      if constexpr (kBf16) {
+        // zero-padded copy of the partial strip; every row block reads it
+        for (std::int64_t k = 0; k < kc; ++k) {
+          for (std::int64_t jj = 0; jj < ncols; ++jj) pk[k * 16 + jj] = b[k * ldb + j + jj];
+          for (std::int64_t jj = ncols; jj < 16; ++jj) pk[k * 16 + jj] = 0;
+        }
+        for (std::int64_t i = 0; i < M; i += kMaxMr) {
+          const std::int64_t rows = M - i < kMaxMr ? M - i : kMaxMr;
+          micro_kernel_rows<false, false>(rows, a + i * kApkLd, kApkLd, pk, 16, C + i * ldc + j, ldc, kc,
+                                          ncols, pk);
+        }
+      } else {
+        strip_all_rows<false>(a, kApkLd, b + j, ldb, C + j, ldc, M, kc, ncols, pk);
+      }
+    };
+    if (head > 0) partial_strip(0, head);
+    for (std::int64_t j = head; j < n_full_end; j += 16)
+      strip_all_rows<true>(a, kApkLd, b + j, ldb, C + j, ldc, M, kc, 16, pk);
+    if (n_full_end < N) partial_strip(n_full_end, N - n_full_end);
+  }
+}
+
+// C += A @ B.  Up to kBufferedMinRows - 1 rows: straight into C.  More: per
+// group of kRowGroup rows and chunk of kNch columns, into a zeroed local
+// buffer (66 KiB of stack) added to C at the end; B is read once per group of
+// rows (a chunk of kNch = 1024 columns is 4 KiB of a float32 row of B, long
+// enough for the prefetchers).
+template <typename Src>
+inline void matmul_acc_avx2(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
+                            std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  alignas(64) float apk[kRowGroup * kApkLd];
+  alignas(64) Src pk[kKcMany * 16];
+  if (M < kBufferedMinRows) {
+    row_group(A, lda, B, ldb, C, ldc, M, N, K, apk, pk);
+    return;
+  }
+  alignas(64) float cbuf[kRowGroup * kCbufLd];
+  for (std::int64_t i0 = 0; i0 < M; i0 += kRowGroup) {
+    const std::int64_t mg = M - i0 < kRowGroup ? M - i0 : kRowGroup;
+    for (std::int64_t j0 = 0; j0 < N; j0 += kNch) {
+      const std::int64_t nch = N - j0 < kNch ? N - j0 : kNch;
+      for (std::int64_t i = 0; i < mg; ++i) std::memset(cbuf + i * kCbufLd, 0, nch * sizeof(float));
+      row_group(A + i0 * lda, lda, B + j0, ldb, cbuf, kCbufLd, mg, nch, K, apk, pk);
+      for (std::int64_t i = 0; i < mg; ++i) {
+        float* c = C + (i0 + i) * ldc + j0;
+        const float* t = cbuf + i * kCbufLd;
+        std::int64_t j = 0;
+        for (; j + 8 <= nch; j += 8)
+          _mm256_storeu_ps(c + j, _mm256_add_ps(_mm256_loadu_ps(c + j), _mm256_load_ps(t + j)));
+        for (; j < nch; ++j) c[j] += t[j];
+      }
+    }
+  }
+}
+
+#endif  // PRISM_CPU_AVX2
+
+// Portable path: per row of C, the K loop over a block of columns held in a
+// local accumulator (the compiler vectorizes the inner loops).
+template <typename Src>
+inline void matmul_acc_scalar(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb,
+                              float* C, std::int64_t ldc, std::int64_t M, std::int64_t N,
+                              std::int64_t K) {
+  constexpr std::int64_t kCols = 256;
+  float acc[kCols];
+  for (std::int64_t j0 = 0; j0 < N; j0 += kCols) {
+    const std::int64_t nc = N - j0 < kCols ? N - j0 : kCols;
+    for (std::int64_t i = 0; i < M; ++i) {
+      for (std::int64_t j = 0; j < nc; ++j) acc[j] = 0.0f;
+      const float* a = A + i * lda;
+      for (std::int64_t k = 0; k < K; ++k) {
+        const float av = a[k];
+        const Src* b = B + k * ldb + j0;
+        if constexpr (sizeof(Src) == 2) {
+          for (std::int64_t j = 0; j < nc; ++j) acc[j] += av * bf16_to_f32(b[j]);
+        } else {
+          for (std::int64_t j = 0; j < nc; ++j) acc[j] += av * b[j];
+        }
+      }
+      float* c = C + i * ldc + j0;
+      for (std::int64_t j = 0; j < nc; ++j) c[j] += acc[j];
+    }
+  }
+}
+
+}  // namespace detail
+
+// C[M,N] += A[M,K] @ B[K,N], float32.
+inline void matmul_acc(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+                       std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+#if PRISM_CPU_AVX2
+  detail::matmul_acc_avx2(A, lda, B, ldb, C, ldc, M, N, K);
+#else
+  detail::matmul_acc_scalar(A, lda, B, ldb, C, ldc, M, N, K);
+#endif
+}
+
+// C[M,N] += A[M,K] @ B[K,N], B given as bfloat16 bits.
+inline void matmul_acc_bf16(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb,
+                            float* C, std::int64_t ldc, std::int64_t M, std::int64_t N,
+                            std::int64_t K) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+#if PRISM_CPU_AVX2
+  detail::matmul_acc_avx2(A, lda, B, ldb, C, ldc, M, N, K);
+#else
+  detail::matmul_acc_scalar(A, lda, B, ldb, C, ldc, M, N, K);
+#endif
+}
+
+}  // namespace cpu
+}  // namespace prism_jax

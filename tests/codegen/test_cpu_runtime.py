@@ -1,0 +1,260 @@
+"""csrc/runtime/prism_cpu.h, the CPU tile runtime generated host kernels include: its matmuls and
+bfloat16 conversions, compiled into a small shim three ways (-march=native, AVX2 + FMA without AVX-512,
+and the portable scalar fallback), against numpy and ml_dtypes."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from prism_jax.native import runtime_include_dir
+
+SHIM = r"""
+#include "prism_cpu.h"
+using namespace prism_jax::cpu;
+using i64 = std::int64_t;
+extern "C" {
+int shim_simd() { return detail::kAvx2Fma ? 1 : 0; }
+int shim_max_mr() { return detail::kMaxMr; }
+void shim_matmul(const float* A, i64 lda, const float* B, i64 ldb, float* C, i64 ldc, i64 M, i64 N, i64 K) {
+  matmul_acc(A, lda, B, ldb, C, ldc, M, N, K);
+}
+void shim_matmul_bf16(const float* A, i64 lda, const std::uint16_t* B, i64 ldb, float* C, i64 ldc, i64 M,
+                      i64 N, i64 K) {
+  matmul_acc_bf16(A, lda, B, ldb, C, ldc, M, N, K);
+}
+void shim_to_bf16_each(const float* s, std::uint16_t* d, i64 n) {
+  for (i64 i = 0; i < n; ++i) d[i] = f32_to_bf16(s[i]);
+}
+void shim_to_f32_each(const std::uint16_t* s, float* d, i64 n) {
+  for (i64 i = 0; i < n; ++i) d[i] = bf16_to_f32(s[i]);
+}
+void shim_to_bf16(const float* s, std::uint16_t* d, i64 n) { f32_to_bf16(s, d, n); }
+void shim_to_f32(const std::uint16_t* s, float* d, i64 n) { bf16_to_f32(s, d, n); }
+}
+"""
+
+COMMON = ["-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror"]
+BUILDS = {
+    "native": ["-O3", "-march=native"],  # as generated kernels are built (AVX-512VL here: MR up to 12)
+    "avx2": ["-O3", "-mavx2", "-mfma", "-mno-avx512f"],  # 16 ymm registers: MR up to 6
+    "scalar": ["-O2", "-mno-avx2", "-mno-fma"],  # the portable fallback
+}
+
+
+def _host_has_avx2_fma() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and " fma" in flags
+
+
+class Shim:
+    def __init__(self, path: Path):
+        lib = ctypes.CDLL(str(path))
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        for name in ("shim_matmul", "shim_matmul_bf16"):
+            getattr(lib, name).argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64]
+            getattr(lib, name).restype = None
+        for name in ("shim_to_bf16_each", "shim_to_f32_each", "shim_to_bf16", "shim_to_f32"):
+            getattr(lib, name).argtypes = [ptr, ptr, i64]
+            getattr(lib, name).restype = None
+        self.lib = lib
+        self.simd = bool(lib.shim_simd())
+        self.max_mr = int(lib.shim_max_mr())
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+        """c += a @ b on views (row-major with unit column stride: sub-tiles of bigger arrays)."""
+        (m, k), (k2, n) = a.shape, b.shape
+        assert k == k2 and c.shape == (m, n) and c.dtype == np.float32 and a.dtype == np.float32
+        for x in (a, b, c):
+            assert x.strides[1] == x.itemsize
+        fn = self.lib.shim_matmul_bf16 if b.dtype == np.uint16 else self.lib.shim_matmul
+        ld = [x.strides[0] // x.itemsize for x in (a, b, c)]
+        fn(a.ctypes.data, ld[0], b.ctypes.data, ld[1], c.ctypes.data, ld[2], m, n, k)
+
+    def convert(self, name: str, src: np.ndarray, out_dtype) -> np.ndarray:
+        src = np.ascontiguousarray(src)
+        dst = np.empty(src.shape, out_dtype)
+        getattr(self.lib, name)(src.ctypes.data, dst.ctypes.data, src.size)
+        return dst
+
+
+@pytest.fixture(scope="module")
+def shims(tmp_path_factory) -> dict[str, Shim]:
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("g++ not found")
+    tmp = tmp_path_factory.mktemp("prism_cpu")
+    src = tmp / "shim.cc"
+    src.write_text(SHIM)
+    builds = {k: v for k, v in BUILDS.items() if k == "scalar" or _host_has_avx2_fma()}
+    procs = {}
+    for name, flags in builds.items():  # compile in parallel
+        cmd = [cxx, *flags, *COMMON, f"-I{runtime_include_dir()}", str(src), "-o", str(tmp / f"{name}.so")]
+        procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = {}
+    for name, proc in procs.items():
+        log, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name} build failed:\n{log}"
+        out[name] = Shim(tmp / f"{name}.so")
+    return out
+
+
+@pytest.fixture(params=list(BUILDS))
+def shim(request, shims) -> Shim:
+    if request.param not in shims:
+        pytest.skip("the host has no AVX2/FMA")
+    return shims[request.param]
+
+
+def test_builds_take_the_intended_path(shims):
+    assert not shims["scalar"].simd
+    if "avx2" in shims:
+        assert shims["avx2"].simd and shims["avx2"].max_mr == 6
+        assert shims["native"].simd and shims["native"].max_mr in (6, 12)
+
+
+def _tile(rng, rows, cols, dtype=np.float32, pad=(2, 3, 1, 5)):
+    """A (rows, cols) view into a bigger random array (leading dimension > cols), and the array."""
+    top, left, bottom, right = pad
+    big = rng.standard_normal((top + rows + bottom, left + cols + right)).astype(np.float32)
+    if dtype == np.uint16:
+        big = big.astype(ml_dtypes.bfloat16).view(np.uint16)
+    return big[top:top + rows, left:left + cols], big
+
+
+def _b_values(b: np.ndarray) -> np.ndarray:
+    return b.view(ml_dtypes.bfloat16).astype(np.float64) if b.dtype == np.uint16 else b.astype(np.float64)
+
+
+def _check_matmul(shim: Shim, rng, m, n, k, b_dtype):
+    a, _ = _tile(rng, m, k)
+    b, _ = _tile(rng, k, n, b_dtype)
+    c, c_big = _tile(rng, m, n)
+    before = c_big.copy()
+    expected = c.astype(np.float64) + a.astype(np.float64) @ _b_values(b)
+    shim.matmul(a, b, c)
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=2e-5 * np.sqrt(k) + 1e-6,
+                               err_msg=f"M={m} N={n} K={k} B={np.dtype(b_dtype).name}")
+    # nothing outside the tile of C was written (masked N tails, M tails)
+    outside = np.ones(c_big.shape, bool)
+    outside[2:2 + m, 3:3 + n] = False
+    np.testing.assert_array_equal(c_big[outside], before[outside])
+
+
+SIZES = [1, 7, 17, 33, 100, 256]
+
+
+@pytest.mark.parametrize("b_dtype", [np.float32, np.uint16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 16])
+def test_matmul_shapes_and_tails(shim, m, b_dtype):
+    rng = np.random.default_rng(m)
+    for n in SIZES:
+        for k in SIZES:
+            _check_matmul(shim, rng, m, n, k, b_dtype)
+
+
+@pytest.mark.parametrize("b_dtype", [np.float32, np.uint16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("m,n,k", [(4, 16, 8), (6, 48, 24), (7, 40, 9), (12, 31, 50), (13, 64, 33),
+                                   (17, 23, 40), (33, 20, 17), (9, 1100, 20), (2, 1100, 300),
+                                   (16, 2064, 16), (1, 4096, 64)])
+def test_matmul_blocking_boundaries(shim, m, n, k, b_dtype):
+    """Row blocks (6, 12), the buffered path (7+ rows), row groups (16), column chunks (1024), K blocks."""
+    _check_matmul(shim, np.random.default_rng(m * n + k), m, n, k, b_dtype)
+
+
+def test_matmul_power_of_two_leading_dims(shim):
+    """Decode-like: 4 KiB-multiple strides (B and C rows in the same cache sets)."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((8, 1024)).astype(np.float32)
+    b = rng.standard_normal((1024, 1024)).astype(np.float32)
+    for m in (1, 8):
+        for b_arg in (b, b.astype(ml_dtypes.bfloat16).view(np.uint16)):
+            c = np.ones((m, 1024), np.float32)
+            shim.matmul(a[:m], b_arg, c)
+            expected = 1.0 + a[:m].astype(np.float64) @ _b_values(b_arg)
+            np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_matmul_empty_is_a_no_op(shim):
+    a = np.ones((3, 4), np.float32)
+    b = np.ones((4, 5), np.float32)
+    c = np.full((3, 5), 2.0, np.float32)
+    shim.matmul(a[:, :0], b[:0], c)
+    shim.matmul(a[:0], b, c[:0])
+    np.testing.assert_array_equal(c, 2.0)
+
+
+def test_builds_agree(shims):
+    """The scalar fallback and the SIMD builds compute the same products (up to summation order)."""
+    rng = np.random.default_rng(7)
+    for m, n, k in [(1, 100, 256), (5, 33, 17), (16, 257, 100)]:
+        a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+        for b_arg in (b, b.astype(ml_dtypes.bfloat16).view(np.uint16)):
+            results = {}
+            for name, s in shims.items():
+                c = np.zeros((m, n), np.float32)
+                s.matmul(a, b_arg, c)
+                results[name] = c
+            for name, c in results.items():
+                np.testing.assert_allclose(c, results["scalar"], rtol=1e-5, atol=1e-5 * np.sqrt(k),
+                                           err_msg=name)
+
+
+def _special_f32_bits() -> np.ndarray:
+    ties = []
+    for hi in (0x3F80, 0x3F81, 0x4049, 0xC049, 0x0001, 0x0000, 0x8001, 0x7F7F, 0x0080, 0x007F):
+        for lo in (0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF):
+            ties.append((hi << 16) | lo)
+    special = [0x00000000, 0x80000000,  # +-0
+               0x7F800000, 0xFF800000,  # +-inf
+               0x00000001, 0x80000001, 0x007FFFFF, 0x00400000, 0x00008000, 0x00018000,  # subnormals
+               0x00800000, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F7F8000, 0x7F7F7FFF,  # smallest normal, max (to inf)
+               0x3FFFFFFF, 0x3F7FFFFF, 0x3F800000]  # rounding up into the next binade
+    rng = np.random.default_rng(0)
+    random = rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32)
+    return np.concatenate([np.array(ties + special, np.uint32), random])
+
+
+NAN_BITS = np.array([0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FA00000, 0x7F80FFFF, 0x7FFFFFFF],
+                    np.uint32)
+
+
+@pytest.mark.parametrize("fn", ["shim_to_bf16_each", "shim_to_bf16"], ids=["scalar", "vector"])
+def test_f32_to_bf16_rounds_to_nearest_even(shim, fn):
+    bits = _special_f32_bits()
+    bits = bits[~np.isnan(bits.view(np.float32))]
+    x = bits.view(np.float32)
+    for n in (x.size, 1003, 8, 7, 1):  # vector body and scalar tail
+        got = shim.convert(fn, x[:n], np.uint16)
+        np.testing.assert_array_equal(got, x[:n].astype(ml_dtypes.bfloat16).view(np.uint16))
+
+
+@pytest.mark.parametrize("fn", ["shim_to_bf16_each", "shim_to_bf16"], ids=["scalar", "vector"])
+def test_f32_to_bf16_keeps_nan(shim, fn):
+    x = np.concatenate([NAN_BITS, NAN_BITS, np.array([0x3F800000], np.uint32)]).view(np.float32)  # 15 values
+    got = shim.convert(fn, x, np.uint16)
+    as_f32 = (got.astype(np.uint32) << 16).view(np.float32)
+    assert np.isnan(as_f32[:-1]).all()
+    np.testing.assert_array_equal(np.signbit(as_f32[:-1]), np.signbit(x[:-1]))
+    assert got[-1] == 0x3F80
+
+
+@pytest.mark.parametrize("fn", ["shim_to_f32_each", "shim_to_f32"], ids=["scalar", "vector"])
+def test_bf16_to_f32_every_bit_pattern(shim, fn):
+    bits = np.arange(2**16, dtype=np.uint16)
+    expected = bits.astype(np.uint32) << 16  # exact widening, NaN payloads included
+    for n in (bits.size, 2**16 - 5, 3):
+        got = shim.convert(fn, bits[:n], np.float32)
+        np.testing.assert_array_equal(got.view(np.uint32), expected[:n])
+    finite = ~np.isnan(expected.view(np.float32))
+    np.testing.assert_array_equal(expected[finite].view(np.float32),
+                                  bits[finite].view(ml_dtypes.bfloat16).astype(np.float32))
