@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import prism_jax
+from prism_jax.codegen import cuda
 from prism_jax.codegen.pallas import PallasOptions, kernel_graph_function, lower_for_cuda
 from prism_jax.frontend.to_jax import jax_dtype
 from prism_jax.workloads import WORKLOADS
@@ -69,6 +70,11 @@ def test_workload_matches_jit_with_grad_and_vmap(name, prefill, dtype):
             graph = plan.choice.graph
             specs = [jax.ShapeDtypeStruct(tuple(t.shape), jax_dtype(t)) for t in graph.input_types]
             lower_for_cuda(kernel_graph_function(graph, PallasOptions(num_warps=4, num_stages=2)), *specs)
+    if dtype == jnp.float32 and shutil.which("nvcc"):  # the CUDA emitter's code for the same kernels compiles
+        for plan in report.plan.regions:
+            for k, op in enumerate(plan.choice.graph.custom_kernels if plan.uses_kernel else ()):
+                graph = plan.choice.graph
+                cuda.compile_object(cuda.kernel_source(op.block, [graph.values[v] for v in op.inputs], f"check{k}"))
 
 
 def power_of_two_tiles(graph):

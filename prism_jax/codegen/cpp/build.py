@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from typing import Sequence
 
 import jax
 
@@ -65,26 +66,31 @@ def include_dirs() -> list[str]:
 
 def library_for(source: str) -> pathlib.Path:
     """The compiled library of ``source`` (built now unless cached)."""
-    cxx = compiler()
-    key = hashlib.sha256("\0".join([source, " ".join(FLAGS), _compiler_version(cxx), jax.__version__,
-                                    *include_dirs()]).encode()).hexdigest()[:32]
+    return build_cached(source, compiler(), FLAGS, include_dirs(), ".cc")
+
+
+def build_cached(source: str, tool: str, flags: Sequence[str], includes: Sequence[str], suffix: str,
+                 output: str = ".so") -> pathlib.Path:
+    """``tool flags -I... source -o <cache dir>/kernels/<hash><output>``, unless already there. The hash
+    covers the source, flags, the tool's version, jax's version and the include dirs."""
+    key = hashlib.sha256("\0".join([source, " ".join(flags), _compiler_version(tool), jax.__version__,
+                                    *includes]).encode()).hexdigest()[:32]
     directory = cache_dir() / "kernels"
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{key}.so"
+    path = directory / f"{key}{output}"
     if not path.exists():
-        _compile(cxx, source, path)
+        _compile([tool, *flags, *(f"-I{d}" for d in includes)], source, suffix, path)
     return path
 
 
-def _compile(cxx: str, source: str, path: pathlib.Path) -> None:
+def _compile(command: list[str], source: str, suffix: str, path: pathlib.Path) -> None:
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        src = pathlib.Path(tmp) / "kernel.cc"
+        src = pathlib.Path(tmp) / f"kernel{suffix}"
         src.write_text(source)
-        out = pathlib.Path(tmp) / "kernel.so"
-        command = [cxx, *FLAGS, *(f"-I{d}" for d in include_dirs()), str(src), "-o", str(out)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        out = pathlib.Path(tmp) / f"kernel{path.suffix}"
+        result = subprocess.run([*command, str(src), "-o", str(out)], capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
-            raise CompileError(f"{cxx} failed on a generated kernel:\n{result.stderr.strip()[:2000]}")
+            raise CompileError(f"{command[0]} failed on a generated kernel:\n{result.stderr.strip()[:2000]}")
         os.replace(out, path)  # atomic: readers see no file or the whole file
     log.info("compiled %s", path.name)
 

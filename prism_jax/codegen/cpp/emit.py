@@ -156,18 +156,37 @@ class KernelEmitter:
         """An element of a value's buffer as a compute-type scalar."""
         t = self.block.values[value]
         if t.dtype == DType.BFLOAT16:
-            return f"pc::bf16_to_f32({expr})"
+            return f"{self.BF16_TO_F32}({expr})"
         return f"static_cast<{_compute(t.dtype)}>({expr})"
 
     def write(self, value: int, expr: str) -> str:
         t = self.block.values[value]
         if t.dtype == DType.BFLOAT16:
-            return f"pc::f32_to_bf16(static_cast<float>({expr}))"
+            return f"{self.F32_TO_BF16}(static_cast<float>({expr}))"
         return f"static_cast<{_ctype(t)}>({expr})"
 
     def elem(self, value: int, target: Sequence[int]) -> str:
         shape = _shape(self.block.values[value])
         return self.read(value, f"v{value}[{_offset(_broadcast_strides(shape, target))}]")
+
+    # -- target hooks (the CUDA emitter overrides these) -------------------------------------------
+
+    BF16_TO_F32 = "pc::bf16_to_f32"
+    F32_TO_BF16 = "pc::f32_to_bf16"
+
+    def loops(self, shape: Sequence[int], body: str) -> None:
+        """``body`` once per element of ``shape`` (loop variables i0, i1, ...); elements independent."""
+        self.w.loops(shape, body)
+
+    def fill(self, pointer: str, n: int, value: str) -> None:
+        self.w(f"std::fill({pointer}, {pointer} + {n}, {value});")
+
+    def copy(self, dst: str, src: str, n: int) -> None:
+        self.w(f"std::memcpy({dst}, {src}, {n} * sizeof(*{dst}));")
+
+    def scratch(self, name: str, n: int, value: str) -> None:
+        """A float work array of ``n`` elements set to ``value``."""
+        self.w(f"std::vector<float> {name}({n}, {value});")
 
     # -- the source ----------------------------------------------------------------------------
 
@@ -188,6 +207,17 @@ class KernelEmitter:
         w.depth = 2
         self._block_indices()
         self._declare_values()
+        self._block_body()
+        tail = ["  }", "  return ffi::Error::Success();", "}"]
+        bind = "".join(".Arg<ffi::AnyBuffer>()" for _ in self.sources) + "".join(
+            ".Ret<ffi::AnyBuffer>()" for _ in self.block.outputs)
+        tail.append(f"XLA_FFI_DEFINE_HANDLER_SYMBOL({self.symbol}, {self.symbol}_impl, ffi::Ffi::Bind(){bind});")
+        return "\n".join(head + w.lines + tail) + "\n"
+
+    def _block_body(self) -> None:
+        """What one block does: loads, loop-invariant ops, the for-loop with its accumulators, the
+        after-loop ops, stores (block indices b0.. and tile buffers v0.. already defined)."""
+        w = self.w
         phases = self.block.phases()
         looped = [any(e is True for e in inp.fmap) for inp in self.block.inputs]
         for inp, is_looped in zip(self.block.inputs, looped):
@@ -217,11 +247,6 @@ class KernelEmitter:
                 self._op(op)
         for k, out in enumerate(self.block.outputs):
             self._store(k, out.value)
-        tail = ["  }", "  return ffi::Error::Success();", "}"]
-        bind = "".join(".Arg<ffi::AnyBuffer>()" for _ in self.sources) + "".join(
-            ".Ret<ffi::AnyBuffer>()" for _ in self.block.outputs)
-        tail.append(f"XLA_FFI_DEFINE_HANDLER_SYMBOL({self.symbol}, {self.symbol}_impl, ffi::Ffi::Bind(){bind});")
-        return "\n".join(head + w.lines + tail) + "\n"
 
     def _check_supported(self) -> None:
         for k, out in enumerate(self.block.outputs):
@@ -274,7 +299,7 @@ class KernelEmitter:
         outer = tile[:-1]
         src_off = _offset(strides[:-1])
         dst_off = _offset(_strides(tile)[:-1])
-        self.w.loops(outer, f"std::memcpy(v{inp.value} + {dst_off}, base + {src_off}, "
+        self.loops(outer, f"std::memcpy(v{inp.value} + {dst_off}, base + {src_off}, "
                             f"{inner} * sizeof(*base));")
         self.w.depth -= 1
         self.w("}")
@@ -289,7 +314,7 @@ class KernelEmitter:
         self.w(f"{{ auto* base = dst{k} + ({base});")
         self.w.depth += 1
         inner = tile[-1] if tile else 1
-        self.w.loops(tile[:-1], f"std::memcpy(base + {_offset(strides[:-1])}, v{value} + "
+        self.loops(tile[:-1], f"std::memcpy(base + {_offset(strides[:-1])}, v{value} + "
                                 f"{_offset(_strides(tile)[:-1])}, {inner} * sizeof(*base));")
         self.w.depth -= 1
         self.w("}")
@@ -303,29 +328,29 @@ class KernelEmitter:
         dst = f"v{out}[{_offset(_strides(shape))}]"
         if kind in _UNARY:
             expr = _UNARY[kind].format(self.elem(op.inputs[0], shape))
-            self.w.loops(shape, f"{dst} = {self.write(out, expr)};")
+            self.loops(shape, f"{dst} = {self.write(out, expr)};")
         elif kind in _BINARY:
             expr = _BINARY[kind].format(*(self.elem(v, shape) for v in op.inputs))
-            self.w.loops(shape, f"{dst} = {self.write(out, expr)};")
+            self.loops(shape, f"{dst} = {self.write(out, expr)};")
         elif kind == OpKind.SELECT:
             pred, on_false, on_true = (self.elem(v, shape) for v in op.inputs)
-            self.w.loops(shape, f"{dst} = {self.write(out, f'({pred} ? {on_true} : {on_false})')};")
+            self.loops(shape, f"{dst} = {self.write(out, f'({pred} ? {on_true} : {on_false})')};")
         elif out in self.bf16_operands:
             return  # multiplied in place as bf16
         elif kind in (OpKind.CONVERT, OpKind.BROADCAST):
-            self.w.loops(shape, f"{dst} = {self.write(out, self.elem(op.inputs[0], shape))};")
+            self.loops(shape, f"{dst} = {self.write(out, self.elem(op.inputs[0], shape))};")
         elif kind == OpKind.INTEGER_POW:
             expr = f"std::pow({self.elem(op.inputs[0], shape)}, {int(op.attrs['exponent'])})"
-            self.w.loops(shape, f"{dst} = {self.write(out, expr)};")
+            self.loops(shape, f"{dst} = {self.write(out, expr)};")
         elif kind == OpKind.CONSTANT:
             value = float(constant_value(op.attrs["value"]))
             literal = "P_NEG_INF" if value == -math.inf else repr(value) if math.isfinite(value) else "INFINITY"
-            self.w(f"std::fill(v{out}, v{out} + {math.prod(shape)}, {self.write(out, literal)});")
+            self.fill(f"v{out}", math.prod(shape), self.write(out, literal))
         elif kind == OpKind.IOTA:
             dim = op.attrs["dimension"]
-            self.w.loops(shape, f"{dst} = {self.write(out, f'i{dim}')};")
+            self.loops(shape, f"{dst} = {self.write(out, f'i{dim}')};")
         elif kind == OpKind.RESHAPE:
-            self.w(f"std::memcpy(v{out}, v{op.inputs[0]}, {math.prod(shape)} * sizeof(*v{out}));")
+            self.copy(f"v{out}", f"v{op.inputs[0]}", math.prod(shape))
         elif kind == OpKind.TRANSPOSE:
             self._transpose(op, shape)
         elif kind in (OpKind.REDUCE_SUM, OpKind.REDUCE_MAX):
@@ -340,19 +365,19 @@ class KernelEmitter:
         in_strides = _strides(_shape(self.block.values[src]))
         perm = op.attrs["perm"]
         strides = [in_strides[p] for p in perm]  # output dim d walks input dim perm[d]
-        self.w.loops(shape, f"v{op.outputs[0]}[{_offset(_strides(shape))}] = v{src}[{_offset(strides)}];")
+        self.loops(shape, f"v{op.outputs[0]}[{_offset(_strides(shape))}] = v{src}[{_offset(strides)}];")
 
     def _reduce(self, op: Op, shape: Sequence[int]) -> None:
         src, out = op.inputs[0], op.outputs[0]
         in_shape = _shape(self.block.values[src])
         is_sum = op.kind == OpKind.REDUCE_SUM
         identity = "0.0f" if is_sum else "P_NEG_INF"
-        self.w(f"std::fill(v{out}, v{out} + {math.prod(shape)}, {self.write(out, identity)});")
+        self.fill(f"v{out}", math.prod(shape), self.write(out, identity))
         acc = f"v{out}[{_offset(_broadcast_strides(shape, in_shape))}]"
         current = self.read(out, acc)
         element = self.read(src, f"v{src}[{_offset(_strides(in_shape))}]")
         combined = f"({current} + {element})" if is_sum else f"std::max({current}, {element})"
-        self.w.loops(in_shape, f"{acc} = {self.write(out, combined)};")
+        self.loops(in_shape, f"{acc} = {self.write(out, combined)};")
 
     def _matmul(self, op: Op, shape: Sequence[int]) -> None:
         a, b = op.inputs
@@ -369,11 +394,11 @@ class KernelEmitter:
         a_strides = _broadcast_strides(a_shape[:-2], batch) if batch else []
         b_strides = _broadcast_strides(b_shape[:-2], batch) if batch else []
         out_strides = _strides(batch) if batch else []
-        self.w(f"std::fill(v{out}, v{out} + {math.prod(shape)}, 0.0f);")
+        self.fill(f"v{out}", math.prod(shape), "0.0f")
         call = (f"{function}(v{a} + ({_offset([s * m * k for s in a_strides])}), {lda}, "
                 f"v{b_source} + ({_offset([s * k * n for s in b_strides])}), {ldb}, "
                 f"v{out} + ({_offset([s * m * n for s in out_strides])}), {n}, {m}, {n}, {k});")
-        self.w.loops(batch, call)
+        self.loops(batch, call)
 
     # -- accumulators --------------------------------------------------------------------------
 
@@ -381,10 +406,12 @@ class KernelEmitter:
         out = op.outputs[0]
         n = math.prod(_shape(self.block.values[out]))
         fill = "P_NEG_INF" if op.kind == OpKind.ACCUM_MAX else "0.0f"
-        self.w(f"std::fill(v{out}, v{out} + {n}, {fill});")
+        self.fill(f"v{out}", n, fill)
         if op.kind == OpKind.ACCUM_RESCALED_SUM:
             m = math.prod(_shape(self.block.values[op.inputs[1]]))
-            self.w(f"std::vector<float> run{out}({m}, P_NEG_INF), old{out}({m}), new{out}({m});")
+            self.scratch(f"run{out}", m, "P_NEG_INF")
+            self.scratch(f"old{out}", m, "0.0f")
+            self.scratch(f"new{out}", m, "0.0f")
 
     def _accumulate(self, op: Op) -> None:
         out = op.outputs[0]
@@ -392,11 +419,11 @@ class KernelEmitter:
         acc = f"v{out}[{_offset(_strides(shape))}]"
         x = self.elem(op.inputs[0], shape)
         if op.kind == OpKind.ACCUM_SUM:
-            self.w.loops(shape, f"{acc} += {x};")
+            self.loops(shape, f"{acc} += {x};")
         elif op.kind == OpKind.ACCUM_SUM_SQUARES:
-            self.w.loops(shape, f"{{ const float x = {x}; {acc} += x * x; }}")
+            self.loops(shape, f"{{ const float x = {x}; {acc} += x * x; }}")
         elif op.kind == OpKind.ACCUM_MAX:
-            self.w.loops(shape, f"{acc} = std::max({acc}, {x});")
+            self.loops(shape, f"{acc} = std::max({acc}, {x});")
         else:
             self._rescaled(op, shape)
 
@@ -406,12 +433,12 @@ class KernelEmitter:
         s_shape = _shape(self.block.values[scale])
         idx = _offset(_strides(s_shape))
         s = self.read(scale, f"v{scale}[{idx}]")
-        self.w.loops(s_shape, f"{{ const float s = {s}, m = run{out}[{idx}], mx = std::max(m, s); "
+        self.loops(s_shape, f"{{ const float s = {s}, m = run{out}[{idx}], mx = std::max(m, s); "
                               f"old{out}[{idx}] = m == P_NEG_INF ? 0.0f : std::exp(m - mx); "
                               f"new{out}[{idx}] = s == P_NEG_INF ? 0.0f : std::exp(s - mx); run{out}[{idx}] = mx; }}")
         factor = _offset(_broadcast_strides(s_shape, shape))
         acc = f"v{out}[{_offset(_strides(shape))}]"
-        self.w.loops(shape, f"{acc} = {acc} * old{out}[{factor}] + {self.elem(value, shape)} * new{out}[{factor}];")
+        self.loops(shape, f"{acc} = {acc} * old{out}[{factor}] + {self.elem(value, shape)} * new{out}[{factor}];")
 
 
 _ACCUMULATORS = frozenset({OpKind.ACCUM_SUM, OpKind.ACCUM_SUM_SQUARES, OpKind.ACCUM_MAX, OpKind.ACCUM_RESCALED_SUM})
