@@ -41,33 +41,43 @@ prism_jax in Pallas interpret mode, small shapes, few iterations, and every timi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import datetime
+import importlib.util
 import json
-import math
 import os
 import pathlib
 import platform
 import re
-import shlex
-import subprocess
 import sys
-import tempfile
-import time
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import prism_jax
 from prism_jax import workloads
-from prism_jax.tune import max_relative_error
 from prism_jax.tune.measure import Timing, chained_loop, perturb, time_chained  # noqa: F401 (used by the tests)
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+
+def _common():
+    """benchmarks/ is not a package: its shared helpers (common.py), loaded once as ``benchmarks_common``."""
+    if "benchmarks_common" not in sys.modules:
+        path = pathlib.Path(__file__).resolve().parent / "common.py"
+        spec = importlib.util.spec_from_file_location("benchmarks_common", path)
+        sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules["benchmarks_common"]
+
+
+common = _common()
+# the shared helpers, under the names this harness (and its tests) use
+ROOT, RESULTS = common.ROOT, common.RESULTS
+io_bytes, matmul_flops, reference_output = common.io_bytes, common.matmul_flops, common.reference_output
+region_summary, optimization_table, optimization_totals = (common.region_summary, common.optimization_table,
+                                                           common.optimization_totals)
+plot_speedups, prism_cache, package_versions, git_commit = (common.plot_speedups, common.prism_cache,
+                                                            common.package_versions, common.git_commit)
+device_slug, _run, _us, _fmt, _time_cell = common.slug, common.run_command, common.us, common.fmt, common.time_cell
 NO_GPU = ("no GPU found (jax backend: {backend}): GPU figures cannot be measured here; "
           "use --dry-run to exercise the harness")
 DRY_RUN_LABEL = "interpret (not a speed measurement)"
@@ -84,49 +94,6 @@ TOLERANCE_NOTE = ("max |out - reference| / max(1, max |reference|); float32 is l
 # ---------------------------------------------------------------------------------------------------
 # Roofline
 # ---------------------------------------------------------------------------------------------------
-
-
-def io_bytes(fn: Callable, args: Sequence[Any]) -> int:
-    """Every input read once + every output written once."""
-    outs = jax.tree.leaves(jax.eval_shape(fn, *args))
-    return sum(int(a.nbytes) for a in jax.tree.leaves(args)) + sum(math.prod(o.shape) * o.dtype.itemsize for o in outs)
-
-
-def _subjaxprs(params: dict) -> list:
-    found = []
-    for value in params.values():
-        for item in value if isinstance(value, (list, tuple)) else (value,):
-            if hasattr(item, "eqns"):
-                found.append(item)
-            elif hasattr(item, "jaxpr") and hasattr(item.jaxpr, "eqns"):
-                found.append(item.jaxpr)
-    return found
-
-
-def _dot_flops(eqn) -> int:
-    (lhs_contract, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
-    lhs, rhs = (v.aval.shape for v in eqn.invars)
-    contract = math.prod(lhs[d] for d in lhs_contract)
-    batch = math.prod(lhs[d] for d in lhs_batch)
-    lhs_free = math.prod(lhs) // (contract * batch)
-    rhs_free = math.prod(rhs) // (contract * batch)
-    return 2 * batch * contract * lhs_free * rhs_free
-
-
-def _jaxpr_flops(jaxpr) -> int:
-    total = 0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            total += _dot_flops(eqn)
-        for sub in _subjaxprs(eqn.params):
-            total += _jaxpr_flops(sub)
-    return total
-
-
-def matmul_flops(fn: Callable, args: Sequence[Any]) -> int:
-    """2·M·N·K summed over the function's matmuls (``dot_general`` in its jaxpr, as written: a causal
-    mask's skipped half is counted too)."""
-    return _jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 def copy_bandwidth(nbytes: int, iterations: int, repeats: int, warmup: int) -> dict:
@@ -199,38 +166,8 @@ def dpa_impl(workload, shape, args, implementation: str, dtype: str, on_gpu: boo
 def build_prism(fn: Callable, args: Sequence[Any], backend: str, search_config, tune_config) -> Impl:
     """``prism_jax.superoptimize(fn)`` built for ``args`` (timed), then built again by a fresh
     ``superoptimize`` (timed: the cache hit)."""
-    def build():
-        start = time.perf_counter()
-        optimized = prism_jax.superoptimize(fn, backend=backend, search_config=search_config,
-                                            tune_config=tune_config, progress=False)
-        explanation = optimized.explain(*args)
-        return optimized, explanation, time.perf_counter() - start
-
-    optimized, explanation, first_s = build()
-    _, again, second_s = build()
-    regions = [region_summary(p) for p in explanation.plan.regions]
-    notes = [f"{sum(r['uses_kernel'] for r in regions)}/{len(regions)} regions run a kernel"]
-    notes += [f"{r['region']}: XLA ({r['note']})" for r in regions if not r["uses_kernel"]]
-    if explanation.plan.note:
-        notes.append(explanation.plan.note)
-    optimization = {"build_s": first_s, "second_build_s": second_s, "regions": regions,
-                    "second_build_cache_hit": all(region_summary(p)["cache_hit"] for p in again.plan.regions)}
+    optimized, optimization, notes = common.build_superoptimized(fn, args, backend, search_config, tune_config)
     return Impl("prism_jax", optimized, tuple(args), notes=notes, optimization=optimization)
-
-
-def region_summary(plan) -> dict:
-    """One region of an ``Explanation``'s plan: kernel or XLA, search + tune seconds, cache, estimates."""
-    choice, search = plan.choice, plan.search
-    stats_s = search.stats.seconds if search is not None else {}
-    return {"region": plan.region.name, "uses_kernel": plan.uses_kernel, "note": plan.note,
-            "search_tune_s": plan.seconds, "search_s_recorded": stats_s.get("total", sum(stats_s.values()) or None),
-            "search_cache_hit": bool(search is not None and search.cache_hit),
-            "cache_hit": bool(search is not None and search.cache_hit and choice is not None and choice.cache_hit),
-            "estimate_s": getattr(choice, "estimate_s", None),
-            "xla_estimate_s": getattr(choice, "xla_estimate_s", None),
-            "tuner_measured_s": getattr(choice, "measured_s", None),
-            "tuner_xla_measured_s": getattr(choice, "xla_measured_s", None),
-            "max_error": getattr(choice, "max_error", None), "sizes": dict(choice.sizes) if choice else None}
 
 
 def implementations(workload, shape, args, settings: "Settings") -> list[Impl]:
@@ -268,19 +205,9 @@ class Settings:
         return DRY_RUN_LABEL if self.dry_run else DEVICE_LABEL
 
 
-def reference_output(fn: Callable, args: Sequence[Any]) -> list[np.ndarray]:
-    """``jax.jit(fn)`` on float32 copies of the inputs, matmuls at full float32 precision."""
-    with jax.default_matmul_precision("highest"):
-        out = jax.jit(fn)(*[a.astype(jnp.float32) for a in args])
-    return [np.asarray(o, np.float64) for o in jax.tree.leaves(out)]
-
-
-def check_numerics(impl: Impl, expected: list[np.ndarray], dtype: str) -> tuple[bool, str, float]:
+def check_numerics(impl: Impl, expected: list, dtype: str) -> tuple[bool, str, float]:
     out = impl.to_workload_layout(jax.jit(impl.fn)(*impl.args))
-    error = max_relative_error([np.asarray(o, np.float64) for o in jax.tree.leaves(out)], expected)
-    allowed = TOLERANCE[dtype]
-    verdict = f"max rel. error {error:.1e} (allowed {allowed:.0e})"
-    return error <= allowed, ("ok, " if error <= allowed else "FAILED: ") + verdict, error
+    return common.numerics_verdict(out, expected, TOLERANCE[dtype])
 
 
 def measure(impl: Impl, expected, settings: Settings) -> dict:
@@ -358,18 +285,6 @@ def has_gpu() -> bool:
     return jax.default_backend() in ("gpu", "cuda", "rocm")
 
 
-def device_slug(kind: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_") or "unknown"
-
-
-def _run(cmd: list[str]) -> str | None:
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
 def gpu_software() -> dict:
     """Driver and CUDA/cuDNN versions, where obtainable (``nvidia-smi``, jaxlib's CUDA plugin)."""
     info: dict[str, Any] = {}
@@ -391,26 +306,10 @@ def gpu_software() -> dict:
     return info
 
 
-def package_versions() -> dict:
-    import importlib.metadata as metadata
-
-    versions = {"python": platform.python_version(), "prism_jax": prism_jax.__version__}
-    for name in ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return versions
-
-
-def git_commit() -> dict:
-    commit = _run(["git", "rev-parse", "HEAD"])
-    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"])
-    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
-
-
 def environment(command: str, settings: Settings, extra: dict) -> dict:
     device = jax.devices()[0]
     return {"harness": "benchmarks/gpu.py", "dry_run": settings.dry_run, "timing": settings.label,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": common.utc_now(),
             "command": command, "device": {"kind": device.device_kind, "platform": device.platform,
                                            "count": jax.device_count(), **gpu_software()},
             "host": {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
@@ -418,20 +317,6 @@ def environment(command: str, settings: Settings, extra: dict) -> dict:
             "iterations": settings.iterations, "repeats": settings.repeats, "warmup": settings.warmup,
             "prism_backend": settings.backend, "search_time_limit_s": settings.search_config.time_limit_s,
             "numerics_tolerance": TOLERANCE[settings.dtype], "numerics_measure": TOLERANCE_NOTE, **extra}
-
-
-def _us(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e6:.4g}"
-
-
-def _time_cell(r: dict) -> str:
-    if r.get("median_s") is None:
-        return "-"
-    return f"{_us(r['median_s'])} ({_us(r['min_s'])}–{_us(r['max_s'])})"
-
-
-def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -448,70 +333,6 @@ def markdown_table(rows: list[dict]) -> str:
                      f"{_time_cell(r)} | {_us(r.get('net_s'))} | {_fmt(fraction, '.3g', '%')} | "
                      f"{_fmt(r.get('tflops'), '.3g')} | {speedup} | {r['numerics']} | {notes} |")
     return "\n".join(lines)
-
-
-def _first_build_cache(region: dict) -> str:
-    return "hit" if region["cache_hit"] else "search hit" if region["search_cache_hit"] else "miss"
-
-
-def optimization_table(rows: list[dict]) -> str:
-    """prism_jax's optimization time per workload and shape: first build (search + tune per region, with
-    what the cache held) and second build (a cache hit)."""
-    lines = ["| workload | shape | regions with a kernel | search + tune s (per region) | first build cache | "
-             "first build s | second build s (cache) |", "|---" * 7 + "|"]
-    for r in rows:
-        opt = r.get("optimization")
-        if r["implementation"] != "prism_jax" or opt is None:
-            continue
-        regions = opt["regions"]
-        per_region = ", ".join(f"{g['search_tune_s']:.2f}" for g in regions)
-        cache = ", ".join(_first_build_cache(g) for g in regions)
-        lines.append(f"| {r['workload']} | {r['shape_label']} | {sum(g['uses_kernel'] for g in regions)}/"
-                     f"{len(regions)} | {per_region} | {cache} | {opt['build_s']:.2f} | {opt['second_build_s']:.2f} "
-                     f"({'hit' if opt['second_build_cache_hit'] else 'miss'}) |")
-    return "\n".join(lines)
-
-
-def optimization_totals(rows: list[dict]) -> dict:
-    """Per workload, prism_jax's build seconds summed over its shapes: first builds (the search once,
-    tuning per shape) and second builds (cache hits)."""
-    totals: dict[str, dict] = {}
-    for r in rows:
-        if r["implementation"] == "prism_jax" and r.get("optimization"):
-            t = totals.setdefault(r["workload"], {"shapes": 0, "first_builds_s": 0.0, "second_builds_s": 0.0})
-            t["shapes"] += 1
-            t["first_builds_s"] += r["optimization"]["build_s"]
-            t["second_builds_s"] += r["optimization"]["second_build_s"]
-    return totals
-
-
-def plot_speedups(rows: list[dict], path: pathlib.Path, title: str) -> str:
-    """A PNG of speedup vs XLA per (workload, shape), one bar per non-XLA implementation; returns a note
-    (written, or why not)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "plot skipped: matplotlib is not installed"
-    keys = list(dict.fromkeys((r["workload"], r["shape_label"]) for r in rows))
-    impls = list(dict.fromkeys(r["implementation"] for r in rows if r["implementation"] != "xla"))
-    speed = {(r["workload"], r["shape_label"], r["implementation"]): r.get("speedup_vs_xla") for r in rows}
-    width = 0.8 / max(1, len(impls))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(keys)), 4.5))
-    for i, impl in enumerate(impls):
-        values = [speed.get((w, s, impl)) or 0.0 for w, s in keys]
-        ax.bar([k + i * width for k in range(len(keys))], values, width, label=impl)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([k + width * (len(impls) - 1) / 2 for k in range(len(keys))])
-    ax.set_xticklabels([f"{w}\n{s}" for w, s in keys], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("speedup vs XLA (jax.jit)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return f"plot written: {path}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -549,22 +370,6 @@ def selected_shapes(workload, small: bool) -> list:
     if small:
         return [workload.small] + ([workload.small_prefill] if workload.small_prefill is not None else [])
     return list(workload.shapes) + list(workload.prefill_shapes)
-
-
-@contextlib.contextmanager
-def prism_cache(path: str | None):
-    """``PRISM_JAX_CACHE_DIR`` set to ``path`` or to a fresh temporary directory, restored after."""
-    previous = os.environ.get("PRISM_JAX_CACHE_DIR")
-    with contextlib.ExitStack() as stack:
-        directory = path or stack.enter_context(tempfile.TemporaryDirectory(prefix="prism_jax_gpu_bench_"))
-        os.environ["PRISM_JAX_CACHE_DIR"] = directory
-        try:
-            yield "fresh temporary directory" if path is None else directory
-        finally:
-            if previous is None:
-                os.environ.pop("PRISM_JAX_CACHE_DIR", None)
-            else:
-                os.environ["PRISM_JAX_CACHE_DIR"] = previous
 
 
 def output_path(ns: argparse.Namespace, dry_run: bool) -> pathlib.Path:
@@ -625,9 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = ns.workload or list(workloads.WORKLOADS)
     for note in protocol_notes(settings):
         print(note, flush=True)
-    with prism_cache(ns.cache_dir) as cache:
+    with prism_cache(ns.cache_dir, "prism_jax_gpu_bench_") as cache:
         rows, measured = run_all(names, settings, ns.small)
-    command = shlex.join([os.path.relpath(sys.executable, ROOT), "benchmarks/gpu.py", *argv])
+    command = common.command_line("benchmarks/gpu.py", argv)
     header = environment(command, settings, {**measured, "prism_cache": cache, "small_shapes": ns.small,
                                              "protocol_notes": protocol_notes(settings),
                                              "optimization_totals": optimization_totals(rows)})
