@@ -30,8 +30,8 @@ log = logging.getLogger("prism_jax")
 
 
 class Backend(str, enum.Enum):
-    """Where the regions run. ``AUTO``: tuned Pallas kernels on a GPU; without one, for now, the XLA
-    program (the report says so). ``INTERPRET``: the kernels in Pallas interpret mode (any machine;
+    """Where the regions run. ``AUTO``: tuned Pallas kernels on a GPU, tuned native kernels (``CPU``)
+    when JAX runs on the CPU, the XLA program on anything else (the report says so). ``INTERPRET``: the kernels in Pallas interpret mode (any machine;
     slow, for checking). ``PALLAS``: GPU kernels (needs a GPU). ``CPU``: native C++ kernels for this
     CPU through XLA FFI, each timed against XLA (XLA kept where it is faster). ``XLA``: never rewrite."""
 
@@ -51,6 +51,13 @@ def _backend(value: Backend | str) -> Backend:
 
 def _has_gpu() -> bool:
     return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
+def _automatic_backend() -> Backend:
+    """What ``backend='auto'`` means where JAX runs now."""
+    if _has_gpu():
+        return Backend.PALLAS
+    return Backend.CPU if jax.default_backend() == "cpu" else Backend.XLA
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,10 +143,12 @@ class Superoptimized:
             raise RuntimeError(f"superoptimize(backend='pallas') needs a GPU, and JAX runs on "
                                f"{jax.default_backend()!r} here; use backend='interpret' to run the kernels in "
                                "Pallas interpret mode, or backend='auto'")
-        if backend == Backend.XLA or (backend == Backend.AUTO and not _has_gpu()):
-            note = ("backend='xla': the function runs as jax.jit compiles it" if backend == Backend.XLA else
-                    f"no GPU ({jax.default_backend()}): the XLA program runs unchanged; "
-                    "use backend='interpret' to run the kernels in Pallas interpret mode")
+        if backend == Backend.AUTO:
+            backend = _automatic_backend()
+        if backend == Backend.XLA:
+            note = ("backend='xla': the function runs as jax.jit compiles it" if self.backend == Backend.XLA else
+                    f"backend='auto' on {jax.default_backend()!r}: prism_jax has kernels for GPUs and CPUs only, "
+                    "so the XLA program runs unchanged")
             jitted = jax.jit(self.fn, static_argnums=self.static_argnums, static_argnames=self.static_argnames)
             return Plan(backend, note, None, (), jitted)
         traced = trace(self.fn, *args, static_argnums=self.static_argnums, static_argnames=self.static_argnames,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import prism_jax
+from prism_jax import Backend
 from prism_jax.codegen import cuda
 from prism_jax.codegen.pallas import PallasOptions, kernel_graph_function, lower_for_cuda
 from prism_jax.frontend.to_jax import jax_dtype
@@ -136,12 +137,22 @@ def test_xla_backend_never_rewrites():
     assert "jax.jit" in str(optimized.explain(*args))
 
 
-@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the no-GPU behaviour")
-def test_auto_without_gpu_runs_xla_and_says_so():
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks auto on a CPU")
+def test_auto_on_cpu_means_native_kernels():
     optimized = prism_jax.superoptimize(rmsnorm_matmul)
     args = small_args()
     assert_close(optimized(*args), rmsnorm_matmul(*args), jnp.float32)
-    assert "no GPU" in str(optimized.explain(*args))
+    report = optimized.explain(*args)
+    assert report.plan.backend == Backend.CPU and "backend=cpu" in str(report)
+
+
+def test_auto_elsewhere_runs_xla_and_says_so(monkeypatch):
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    optimized = prism_jax.superoptimize(rmsnorm_matmul)
+    args = small_args()
+    assert_close(optimized(*args), rmsnorm_matmul(*args), jnp.float32)
+    report = optimized.explain(*args)
+    assert report.plan.backend == Backend.XLA and "XLA program runs unchanged" in str(report)
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the no-GPU error")
