@@ -2,7 +2,7 @@
 where they beat XLA, XLA elsewhere) side by side on the BENCHMARKS.md workloads, CPU protocol.
 
     .venv/bin/python benchmarks/cpu.py [--workload NAME ...] [--dtype float32|bfloat16 ...]
-        [--shapes first|all] [--iterations 50] [--repeats 5] [--out benchmarks/results/cpu_<cpu>.json]
+        [--shapes first|all] [--timing loop|call] [--iterations 20] [--repeats 5] [--out benchmarks/results/cpu_<cpu>.json]
     .venv/bin/python benchmarks/cpu.py --quick --workload rmsnorm_matmul --dtype float32   # a smoke run
 
 Per workload (Prism and Mirage sets; decode shapes: the first, or ``--shapes all``; prefill shapes are
@@ -14,18 +14,18 @@ left to the GPU harness) x dtype (float32 and bfloat16 unless ``--dtype`` says):
    on XLA (with the tuner's reason) is recorded.
 2. Numerics: each implementation's output is compared with the float32 reference (``jax.jit(fn)`` on
    float32 copies of the inputs, matmuls at "highest" precision); one that fails gets no speed figure.
-3. Time: wall time of synchronous calls (``block_until_ready`` after each) of jitted executables
-   (``jax.jit(fn)`` and ``jax.jit`` of the superoptimized function: the same dispatch path),
-   interleaved A, B, A, B, ... after ``--warmup`` calls each; ``--repeats`` rounds of ``--iterations``
-   calls each; median and min over all calls. A third function in the same interleaving, one that only
-   reads one element of every input, gives the call overhead (dispatch + wait), reported, not
-   subtracted. Every call reads the same inputs: caches are warm (inputs larger than the L3 stream from
-   memory anyway). speedup = XLA median / prism_jax median (and min / min).
-   Why not ``prism_jax.tune.measure.time_chained`` (many calls in one data-dependent jitted loop, the
-   GPU protocol's clock): on XLA:CPU its per-call perturbation of every input (a one-element
-   ``dynamic_update_slice``) copies the whole input each call (measured: ~5 ms per call for a 64 MiB
-   weight), which adds the same large constant to both sides; without the perturbation XLA hoists
-   the weight-only work (bf16 -> f32 widening) out of the loop.
+3. Time (``--timing loop``, the default): each implementation runs ``--unroll`` calls inside one
+   jitted loop, every call's inputs depending on the previous call's output
+   (``prism_jax.tune.measure.chained_loop``: one in-place single-element update per input, so XLA can
+   neither hoist a call, nor the weight-only part of one, out of the loop); the loops of the
+   implementations are interleaved A, B, A, B, ... after ``--warmup`` runs each, ``--repeats`` rounds of
+   ``--iterations`` loops each; seconds per call = loop time / unroll; median and min over all loops.
+   This is the time a region costs inside a larger jitted program (an LLM's forward pass), without
+   Python dispatch. ``--timing call`` times synchronous calls instead (``block_until_ready`` after
+   each), with a third function that only reads one element of every input giving the call overhead
+   (dispatch + wait), reported, not subtracted. Every call reads the same inputs: caches are warm
+   (inputs larger than the L3 stream from memory anyway). speedup = XLA median / prism_jax median (and
+   min / min).
 4. Roofline: the machine's streaming-read bandwidth is measured in the same run, at its start and end
    (reductions over a 256 MiB float32 array: a jitted ``jnp.sum``, a jitted row-sum XLA can split over
    cores, numpy's sum; the fastest reader's median counts, and the larger of the two measurements:
@@ -58,6 +58,7 @@ import numpy as np
 
 import prism_jax
 from prism_jax import workloads
+from prism_jax.tune import measure
 
 
 def _common():
@@ -77,6 +78,8 @@ READ_BYTES = 256 << 20  # the bandwidth array (--quick: 16 MiB, cache-resident: 
 TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2}  # max |error| / max(1, max |reference|)
 TOLERANCE_NOTE = ("max |out - reference| / max(1, max |reference|); the reference is float32 at 'highest' "
                   "matmul precision on the same (rounded) inputs")
+TIMING_LOOP = ("seconds per call inside a jitted loop of chained calls (each call's inputs depend on the previous "
+               "output), loops interleaved A, B, A, B, ...; warm caches (every call reads the same inputs)")
 TIMING = ("wall time per synchronous call of a jitted executable (block_until_ready after each), "
           "interleaved A, B, A, B, ...; warm caches (every call reads the same inputs)")
 QUICK_LABEL = "quick (tiny shapes, few calls: not a benchmark figure)"
@@ -116,6 +119,23 @@ def time_interleaved(fns: dict[str, Callable], args: Sequence[Any], *, iteration
     return timings
 
 
+def _time(fns: dict[str, Callable], args: Sequence[Any], settings: "Settings") -> dict[str, dict]:
+    """Seconds per call of each function (``settings.timing``: in a chained jitted loop, or per
+    synchronous call with the call overhead alongside)."""
+    if settings.timing == "call":
+        timings = time_interleaved({**fns, "call overhead": jax.jit(_touch_every_input)}, args,
+                                   iterations=settings.iterations, repeats=settings.repeats, warmup=settings.warmup)
+        overhead = timings.pop("call overhead")["median_s"]
+        return {name: {**t, "call_overhead_s": overhead} for name, t in timings.items()}
+    loops = {name: measure.chained_loop(f, 1, settings.unroll) for name, f in fns.items()}
+    timings = time_interleaved(loops, args, iterations=settings.iterations, repeats=settings.repeats,
+                               warmup=settings.warmup)
+    scale = 1.0 / settings.unroll
+    return {name: {**t, "median_s": t["median_s"] * scale, "min_s": t["min_s"] * scale, "max_s": t["max_s"] * scale,
+                   "round_medians_s": [r * scale for r in t["round_medians_s"]], "calls": t["calls"] * settings.unroll,
+                   "calls_per_loop": settings.unroll} for name, t in timings.items()}
+
+
 def _touch_every_input(*args):
     return sum(a.reshape(-1)[0].astype(jnp.float32) for a in jax.tree.leaves(args))
 
@@ -146,6 +166,8 @@ def read_bandwidth(nbytes: int = READ_BYTES, calls: int = 10, warmup: int = 2) -
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    timing: str  # "loop" or "call"
+    unroll: int
     iterations: int
     repeats: int
     warmup: int
@@ -155,7 +177,10 @@ class Settings:
 
     @property
     def label(self) -> str:
-        return QUICK_LABEL if self.quick else "wall time, synchronous calls, interleaved"
+        if self.quick:
+            return QUICK_LABEL
+        return ("chained calls in a jitted loop, interleaved" if self.timing == "loop" else
+                "wall time, synchronous calls, interleaved")
 
 
 def _regions_cell(optimization: dict | None) -> str:
@@ -200,12 +225,8 @@ def benchmark_shape(workload, shape, dtype: str, settings: Settings, bytes_per_s
         if ok:
             timed[name] = f
     if timed:
-        timed["call overhead"] = jax.jit(_touch_every_input)
-        timings = time_interleaved(timed, args, iterations=settings.iterations, repeats=settings.repeats,
-                                   warmup=settings.warmup)
-        overhead = timings.pop("call overhead")["median_s"]
-        for name, t in timings.items():
-            rows[name].update(t, call_overhead_s=overhead, read_bw_fraction=nbytes / t["median_s"] / bytes_per_s)
+        for name, t in _time(timed, args, settings).items():
+            rows[name].update(t, read_bw_fraction=nbytes / t["median_s"] / bytes_per_s)
     add_speedups(list(rows.values()))
     return list(rows.values())
 
@@ -358,7 +379,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", action="append", choices=list(DTYPES), help="repeatable; default: both")
     parser.add_argument("--shapes", choices=["first", "all"], default="first",
                         help="decode shapes: each workload's first (default) or all of them")
-    parser.add_argument("--iterations", type=int, help="calls per round per implementation (default 50; quick 5)")
+    parser.add_argument("--timing", choices=["loop", "call"], default="loop",
+                        help="loop: chained calls inside one jitted loop (default); call: synchronous calls")
+    parser.add_argument("--unroll", type=int, default=10, help="calls per timed loop (--timing loop)")
+    parser.add_argument("--iterations", type=int,
+                        help="timed loops (or calls) per round per implementation (default 50; quick 5)")
     parser.add_argument("--repeats", type=int, help="rounds (default 5; quick 2)")
     parser.add_argument("--warmup", type=int, help="untimed calls each first (default 3; quick 1)")
     parser.add_argument("--time-limit", type=float, default=60.0, help="symbolic search seconds per region")
@@ -378,7 +403,7 @@ def settings_from(ns: argparse.Namespace) -> Settings:
         tune = prism_jax.TuneConfig(candidates=1, sizes_per_candidate=1, iterations=10, repeats=1, warmup=1)
     else:
         search, tune = prism_jax.SearchConfig(time_limit_s=ns.time_limit, progress=False), prism_jax.TuneConfig()
-    return Settings(pick(ns.iterations, 50, 5), pick(ns.repeats, 5, 2), pick(ns.warmup, 3, 1), quick, search, tune)
+    return Settings(ns.timing, max(1, ns.unroll), pick(ns.iterations, 20 if ns.timing == "loop" else 50, 5), pick(ns.repeats, 5, 2), pick(ns.warmup, 3, 1), quick, search, tune)
 
 
 def selected_shapes(workload, which: str, quick: bool) -> list:
@@ -458,7 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu = cpu_info()
     with common.prism_cache(ns.cache_dir, "prism_jax_cpu_bench_") as cache:
         rows, measured = run_all(names, dtypes, ns.shapes, settings)
-    header = {"harness": "benchmarks/cpu.py", "quick": settings.quick, "timing": TIMING, "date": common.utc_now(),
+    header = {"harness": "benchmarks/cpu.py", "quick": settings.quick, "timing": TIMING_LOOP if settings.timing == "loop" else TIMING,
+              "unroll": settings.unroll if settings.timing == "loop" else None, "date": common.utc_now(),
               "command": common.command_line("benchmarks/cpu.py", argv), "cpu": cpu,
               "jax_backend": jax.default_backend(), "versions": common.package_versions(), "git": common.git_commit(),
               "workloads": names, "dtypes": dtypes, "shapes": "small (quick)" if settings.quick else ns.shapes,

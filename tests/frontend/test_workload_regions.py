@@ -17,7 +17,9 @@ NAMES = sorted(workloads.WORKLOADS)
 def _assert_one_exact_region(fn, args):
     traced = prism_jax.trace(fn, *args)
     assert len(traced.regions) == 1, traced
-    np.testing.assert_allclose(traced.evaluate(*args), jax.jit(fn)(*args), rtol=1e-5, atol=1e-6)
+    # float32 sums of 1024+ products in another order differ by ~1e-6 of the output's scale
+    want = np.asarray(jax.jit(fn)(*args))
+    np.testing.assert_allclose(traced.evaluate(*args), want, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(want).max()))
     return traced
 
 

@@ -30,6 +30,7 @@ PREAMBLE = r"""
 #include <cstring>
 #include <limits>
 #include <vector>
+#include <omp.h>
 #include "xla/ffi/api/ffi.h"
 #include "prism_cpu.h"
 namespace ffi = xla::ffi;
@@ -202,7 +203,9 @@ class KernelEmitter:
             t = self.block.output_type(k)
             head.append(f"  {_ctype(t)}* dst{k} = reinterpret_cast<{_ctype(t)}*>(r{k}->untyped_data());")
         blocks = math.prod(self.grid)
-        head.append("#pragma omp parallel for schedule(static)")
+        if blocks > 1:  # one block: no thread team to start and wait for
+            head.append(f"#pragma omp parallel for schedule(static) num_threads(std::min<int>({blocks}, "
+                        "omp_get_max_threads()))")
         head.append(f"  for (std::int64_t blk = 0; blk < {blocks}; ++blk) {{")
         w.depth = 2
         self._block_indices()
