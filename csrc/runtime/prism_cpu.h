@@ -14,6 +14,9 @@
 //   matmul_acc       C[M,N] += A[M,K] @ B[K,N]                 (float32)
 //   matmul_acc_bf16  the same with B given as bfloat16 bits, widened to
 //                    float32 in registers (B is streamed once)
+//   parallel_blocks  run a kernel's grid blocks on a caller-supplied thread
+//                    pool (XLA's intra-op pool: no second pool competing
+//                    with XLA's for the cores)
 //   bf16_to_f32 / f32_to_bf16   scalar and vectorized conversions
 //                    (float -> bfloat16 rounds to nearest even; NaN stays NaN)
 //
@@ -39,8 +42,12 @@
 // and split K or M across threads rather than N into narrow tiles.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <thread>
+#include <utility>
 
 #if defined(__AVX2__) && defined(__FMA__) && !defined(PRISM_CPU_NO_SIMD)
 #include <immintrin.h>
@@ -501,6 +508,57 @@ inline void matmul_acc_bf16(const float* A, std::int64_t lda, const std::uint16_
 #else
   detail::matmul_acc_scalar(A, lda, B, ldb, C, ldc, M, N, K);
 #endif
+}
+
+// ---------------------------------------------------------------------------
+// Grid blocks over a thread pool
+// ---------------------------------------------------------------------------
+
+namespace detail {
+struct BlockQueue {
+  std::atomic<std::int64_t> next{0};
+  std::atomic<std::int64_t> done{0};
+  std::int64_t blocks = 0;
+};
+}  // namespace detail
+
+// Calls body(b) once for every b in [0, blocks), on the calling thread and on
+// up to workers - 1 tasks scheduled on `pool` (anything with Schedule(F&&),
+// e.g. xla::ffi::ThreadPool).  Blocks are claimed one at a time from a shared
+// counter, so a task that starts late (the pool busy elsewhere) finds nothing
+// left and the caller never waits for a task that has not started: no
+// deadlock when the caller is itself a pool thread.  Returns when every block
+// is done.  A late task touches only the heap-held queue, never `body`.
+template <class Pool, class Body>
+void parallel_blocks(Pool& pool, std::int64_t workers, std::int64_t blocks, Body& body) {
+  if (blocks <= 1 || workers <= 1) {
+    for (std::int64_t b = 0; b < blocks; ++b) body(b);
+    return;
+  }
+  auto queue = std::make_shared<detail::BlockQueue>();
+  queue->blocks = blocks;
+  Body* fn = &body;
+  auto drain = [queue, fn]() {
+    for (std::int64_t b; (b = queue->next.fetch_add(1, std::memory_order_relaxed)) < queue->blocks;) {
+      (*fn)(b);
+      queue->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  const std::int64_t tasks = (workers < blocks ? workers : blocks) - 1;
+  for (std::int64_t t = 0; t < tasks; ++t) {
+    auto task = drain;  // the pool takes its own copy (an rvalue)
+    pool.Schedule(std::move(task));
+  }
+  drain();
+  for (int spin = 0; queue->done.load(std::memory_order_acquire) < blocks; ++spin) {
+    if (spin < 4096) {
+#if PRISM_CPU_AVX2
+      _mm_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 }  // namespace cpu

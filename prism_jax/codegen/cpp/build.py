@@ -28,7 +28,7 @@ from prism_jax.cache import cache_dir
 log = logging.getLogger("prism_jax.codegen")
 
 COMPILER_ENV = "PRISM_JAX_CXX"  # the compiler to use (default: $CXX, then g++, then c++)
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w")
+FLAGS = ("-O3", "-march=native", "-pthread", "-std=c++17", "-shared", "-fPIC", "-w")
 
 
 class CompileError(RuntimeError):

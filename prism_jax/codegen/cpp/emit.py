@@ -1,6 +1,7 @@
 """An instantiated custom kernel → C++17 source with an XLA FFI handler (CPU platform).
 
-The grid becomes an OpenMP loop over blocks (parallel tasks over the cores); each block copies its
+The grid's blocks become tasks on XLA's intra-op thread pool (``ffi::ThreadPool``: the cores XLA
+uses, with no second pool fighting it for them); each block copies its
 tiles out of the device buffers (offsets from the imap, and per iteration from the fmap), runs the
 loop-invariant ops once, the for-loop sequentially with accumulators in local buffers (sums from 0,
 maxima from −inf, online softmax with its running max), the after-loop ops, and copies its output
@@ -30,7 +31,6 @@ PREAMBLE = r"""
 #include <cstring>
 #include <limits>
 #include <vector>
-#include <omp.h>
 #include "xla/ffi/api/ffi.h"
 #include "prism_cpu.h"
 namespace ffi = xla::ffi;
@@ -194,7 +194,7 @@ class KernelEmitter:
     def source(self) -> str:
         w = self.w
         self._check_supported()
-        args = ", ".join([f"ffi::AnyBuffer a{k}" for k in range(len(self.sources))]
+        args = ", ".join(["ffi::ThreadPool pool"] + [f"ffi::AnyBuffer a{k}" for k in range(len(self.sources))]
                          + [f"ffi::Result<ffi::AnyBuffer> r{k}" for k in range(len(self.block.outputs))])
         head = [f"static ffi::Error {self.symbol}_impl({args}) {{"]
         for k, t in enumerate(self.sources):
@@ -202,20 +202,21 @@ class KernelEmitter:
         for k in range(len(self.block.outputs)):
             t = self.block.output_type(k)
             head.append(f"  {_ctype(t)}* dst{k} = reinterpret_cast<{_ctype(t)}*>(r{k}->untyped_data());")
-        blocks = math.prod(self.grid)
-        if blocks > 1:  # one block: no thread team to start and wait for
-            head.append(f"#pragma omp parallel for schedule(static) num_threads(std::min<int>({blocks}, "
-                        "omp_get_max_threads()))")
-        head.append(f"  for (std::int64_t blk = 0; blk < {blocks}; ++blk) {{")
+        # the grid's blocks run on XLA's own intra-op thread pool (a second pool would fight it for the cores)
+        head.append("  auto block = [&](std::int64_t blk) {")
         w.depth = 2
         self._block_indices()
         self._declare_values()
         self._block_body()
-        tail = ["  }", "  return ffi::Error::Success();", "}"]
-        bind = "".join(".Arg<ffi::AnyBuffer>()" for _ in self.sources) + "".join(
+        blocks = math.prod(self.grid)
+        tail = ["  };", f"  pc::parallel_blocks(pool, {self.WORKERS}, {blocks}, block);",
+                "  return ffi::Error::Success();", "}"]
+        bind = ".Ctx<ffi::ThreadPool>()" + "".join(".Arg<ffi::AnyBuffer>()" for _ in self.sources) + "".join(
             ".Ret<ffi::AnyBuffer>()" for _ in self.block.outputs)
         tail.append(f"XLA_FFI_DEFINE_HANDLER_SYMBOL({self.symbol}, {self.symbol}_impl, ffi::Ffi::Bind(){bind});")
         return "\n".join(head + w.lines + tail) + "\n"
+
+    WORKERS = "pool.num_threads()"  # threads working on the blocks, the caller included; CppOptions.threads caps it
 
     def _block_body(self) -> None:
         """What one block does: loads, loop-invariant ops, the for-loop with its accumulators, the

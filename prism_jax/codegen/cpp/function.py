@@ -9,7 +9,7 @@ from typing import Callable
 import jax
 
 from prism_jax.codegen.cpp.build import ffi_target
-from prism_jax.codegen.cpp.emit import kernel_source
+from prism_jax.codegen.cpp.emit import KernelEmitter, kernel_source
 from prism_jax.codegen.graph_function import graph_function
 from prism_jax.frontend.to_jax import jax_dtype
 from prism_jax.ir import IRError, KernelGraph, OpKind, is_concrete_graph
@@ -19,7 +19,7 @@ from prism_jax.ir import IRError, KernelGraph, OpKind, is_concrete_graph
 class CppOptions:
     """Knobs of the native CPU kernels (the tuner's launch options)."""
 
-    threads: int = 0  # OpenMP threads; 0: every core
+    threads: int = 0  # threads working on a kernel's blocks (the caller included); 0: XLA's intra-op pool size
 
 
 def kernel_graph_function(graph: KernelGraph, options: CppOptions = CppOptions()) -> Callable[..., list]:
@@ -33,7 +33,8 @@ def kernel_graph_function(graph: KernelGraph, options: CppOptions = CppOptions()
             symbol = "k" + hashlib.sha256(repr((op.block, sources)).encode()).hexdigest()[:16]
             source = kernel_source(op.block, sources, symbol)
             if options.threads:
-                source = source.replace("#pragma omp parallel for", f"#pragma omp parallel for num_threads({options.threads})")
+                source = source.replace(f"parallel_blocks(pool, {KernelEmitter.WORKERS},",
+                                        f"parallel_blocks(pool, {options.threads},")
             outs = [jax.ShapeDtypeStruct(tuple(int(d) for d in graph.values[v].shape), jax_dtype(graph.values[v]))
                     for v in op.outputs]
             calls[i] = jax.ffi.ffi_call(ffi_target(source, symbol), outs, vmap_method="sequential")
