@@ -50,6 +50,7 @@ class TuneConfig:
     candidates: int = 3  # verified candidates of the search considered, best-estimated first
     sizes_per_candidate: int = 3  # size assignments per candidate (the cost model's cheapest)
     launch_options: tuple[tuple[int, int], ...] = ((4, 2), (8, 3))  # (num_warps, num_stages) tried on GPUs
+    cpu_threads: tuple[int, ...] = (0, 1)  # threads per native CPU kernel tried (0: XLA's intra-op pool size)
     warmup: int = 2
     iterations: int = 100  # timed calls per program on a device, in one jitted loop (tune/measure.py)
     repeats: int = 3  # of that loop; the median counts
@@ -59,7 +60,7 @@ class TuneConfig:
 
     def key_fields(self) -> dict:
         return {"candidates": self.candidates, "sizes_per_candidate": self.sizes_per_candidate,
-                "launch_options": [list(o) for o in self.launch_options]}
+                "launch_options": [list(o) for o in self.launch_options], "cpu_threads": list(self.cpu_threads)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,8 +266,8 @@ def _flat(fn: Callable) -> Callable:
 
 
 def _launch_options(target: Target, config: TuneConfig) -> list[Any]:
-    if target.emitter == Emitter.CPP:
-        return [cpp.CppOptions()]
+    if target.emitter == Emitter.CPP:  # one compiled kernel serves every thread count (an FFI attribute)
+        return [cpp.CppOptions(threads=t) for t in dict.fromkeys(config.cpu_threads or (0,))]
     if target.interpret:
         return [pallas.PallasOptions(interpret=True)]
     return [pallas.PallasOptions(num_warps=w, num_stages=s) for w, s in config.launch_options]

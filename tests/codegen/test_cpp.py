@@ -36,6 +36,23 @@ def test_native_kernel_matches_interpreter(name, tiling):
         np.testing.assert_allclose(np.asarray(g), e, rtol=2e-5, atol=2e-5)
 
 
+@needs_compiler
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_counts_give_the_same_result_from_one_compiled_kernel(threads, monkeypatch):
+    """The thread count is an FFI attribute: every setting runs the one compiled library, blocks split
+    over that many threads (more threads than blocks is fine)."""
+    graph = instantiate_example("tiled_matmul", EXAMPLES["tiled_matmul"].tilings[0])
+    inputs = random_inputs(graph, seed=1)
+    expected = evaluate(graph, *inputs)
+    compiled = []
+    real = cpp.build.build_cached
+    monkeypatch.setattr(cpp.build, "build_cached", lambda *a, **k: compiled.append(a[0]) or real(*a, **k))
+    got = jax.jit(cpp.kernel_graph_function(graph, cpp.CppOptions(threads=threads)))(*inputs)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(np.asarray(g), e, rtol=2e-5, atol=2e-5)
+    assert len(set(compiled)) <= 1
+
+
 def test_partial_sums_over_a_grid_dim_are_refused_with_a_reason():
     graph = tiled_matmul(8, 16, 8, grid=(2, 2, 4), forloop=2)
     with pytest.raises(IRError, match="split"):

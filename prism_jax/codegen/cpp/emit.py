@@ -194,7 +194,7 @@ class KernelEmitter:
     def source(self) -> str:
         w = self.w
         self._check_supported()
-        args = ", ".join(["ffi::ThreadPool pool"] + [f"ffi::AnyBuffer a{k}" for k in range(len(self.sources))]
+        args = ", ".join(["ffi::ThreadPool pool", "std::int64_t workers"] + [f"ffi::AnyBuffer a{k}" for k in range(len(self.sources))]
                          + [f"ffi::Result<ffi::AnyBuffer> r{k}" for k in range(len(self.block.outputs))])
         head = [f"static ffi::Error {self.symbol}_impl({args}) {{"]
         for k, t in enumerate(self.sources):
@@ -209,14 +209,12 @@ class KernelEmitter:
         self._declare_values()
         self._block_body()
         blocks = math.prod(self.grid)
-        tail = ["  };", f"  pc::parallel_blocks(pool, {self.WORKERS}, {blocks}, block);",
+        tail = ["  };", f"  pc::parallel_blocks(pool, workers > 0 ? workers : pool.num_threads(), {blocks}, block);",
                 "  return ffi::Error::Success();", "}"]
-        bind = ".Ctx<ffi::ThreadPool>()" + "".join(".Arg<ffi::AnyBuffer>()" for _ in self.sources) + "".join(
+        bind = '.Ctx<ffi::ThreadPool>().Attr<std::int64_t>("workers")' + "".join(".Arg<ffi::AnyBuffer>()" for _ in self.sources) + "".join(
             ".Ret<ffi::AnyBuffer>()" for _ in self.block.outputs)
         tail.append(f"XLA_FFI_DEFINE_HANDLER_SYMBOL({self.symbol}, {self.symbol}_impl, ffi::Ffi::Bind(){bind});")
         return "\n".join(head + w.lines + tail) + "\n"
-
-    WORKERS = "pool.num_threads()"  # threads working on the blocks, the caller included; CppOptions.threads caps it
 
     def _block_body(self) -> None:
         """What one block does: loads, loop-invariant ops, the for-loop with its accumulators, the

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from typing import Callable
 
 import jax
+import numpy as np
 
 from prism_jax.codegen.cpp.build import ffi_target
-from prism_jax.codegen.cpp.emit import KernelEmitter, kernel_source
+from prism_jax.codegen.cpp.emit import kernel_source
 from prism_jax.codegen.graph_function import graph_function
 from prism_jax.frontend.to_jax import jax_dtype
 from prism_jax.ir import IRError, KernelGraph, OpKind, is_concrete_graph
@@ -32,10 +34,9 @@ def kernel_graph_function(graph: KernelGraph, options: CppOptions = CppOptions()
             sources = [graph.values[v] for v in op.inputs]
             symbol = "k" + hashlib.sha256(repr((op.block, sources)).encode()).hexdigest()[:16]
             source = kernel_source(op.block, sources, symbol)
-            if options.threads:
-                source = source.replace(f"parallel_blocks(pool, {KernelEmitter.WORKERS},",
-                                        f"parallel_blocks(pool, {options.threads},")
             outs = [jax.ShapeDtypeStruct(tuple(int(d) for d in graph.values[v].shape), jax_dtype(graph.values[v]))
                     for v in op.outputs]
-            calls[i] = jax.ffi.ffi_call(ffi_target(source, symbol), outs, vmap_method="sequential")
+            call = jax.ffi.ffi_call(ffi_target(source, symbol), outs, vmap_method="sequential")
+            # the thread count is an attribute: one compiled kernel serves every setting the tuner tries
+            calls[i] = functools.partial(call, workers=np.int64(options.threads))
     return graph_function(graph, calls)
