@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 
@@ -99,10 +99,14 @@ _registered: dict[str, str] = {}
 _lock = threading.Lock()
 
 
-def ffi_target(source: str, symbol: str) -> str:
-    """The XLA FFI target name of ``symbol`` in the compiled ``source``, registered once per process."""
-    path = library_for(source)
-    name = f"prism_{path.stem}_{symbol}"
+def ffi_target(source: str, symbol: str, build: Callable[[str], pathlib.Path] | None = None,
+               platform: str = "cpu") -> str:
+    """The XLA FFI target name of ``symbol`` in ``source`` compiled by ``build`` (default: the host C++
+    compiler, :func:`library_for`), registered for ``platform`` once per process (jaxlib would hand a
+    second registration of a name on to the platform again)."""
+    build = build or library_for
+    path = build(source)
+    name = f"prism_{path.stem}_{symbol}"  # the stem hashes source, flags and compiler: no two libraries share it
     with _lock:
         if name not in _registered:
             try:
@@ -110,7 +114,7 @@ def ffi_target(source: str, symbol: str) -> str:
             except RuntimeError as err:  # a corrupt library: build it again, once
                 log.warning("rebuilding %s, which did not load (%s)", path, err)
                 path.unlink(missing_ok=True)
-                capsule = native.load_symbol_capsule(library_for(source), symbol)
-            jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+                capsule = native.load_symbol_capsule(build(source), symbol)
+            jax.ffi.register_ffi_target(name, capsule, platform=platform)
             _registered[name] = str(path)
     return name

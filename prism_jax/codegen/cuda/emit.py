@@ -18,7 +18,7 @@ from prism_jax.codegen.cpp.emit import KernelEmitter, _broadcast_strides, _ctype
 from prism_jax.ir import BlockGraph, DType, IRError, TensorType
 from prism_jax.ir.graph import BlockInput, Op
 
-THREADS = 128
+THREADS = 128  # threads per block unless the caller asks otherwise (CudaOptions.threads)
 
 PREAMBLE = r"""
 #include <cstdint>
@@ -47,8 +47,10 @@ class CudaKernelEmitter(KernelEmitter):
     BF16_TO_F32 = "p_bf16_to_f32"
     F32_TO_BF16 = "p_f32_to_bf16"
 
-    def __init__(self, block: BlockGraph, source_types: Sequence[TensorType], symbol: str) -> None:
+    def __init__(self, block: BlockGraph, source_types: Sequence[TensorType], symbol: str,
+                 threads: int = THREADS) -> None:
         super().__init__(block, source_types, symbol)
+        self.threads = threads
         self.shared_bytes = 0
         self.scratch_lines: list[str] = []
 
@@ -166,7 +168,8 @@ class CudaKernelEmitter(KernelEmitter):
         self._block_body()
         if self.shared_bytes > 227 * 1024:
             raise IRError(f"the kernel's tiles need {self.shared_bytes} bytes of shared memory (227 KB on an H100)")
-        kernel = ([f"__global__ void __launch_bounds__({THREADS}) {self.symbol}_kernel({', '.join(params)}) {{",
+        signature = f"{self.symbol}_kernel({', '.join(params)})"
+        kernel = ([f"__global__ void __launch_bounds__({self.threads}) {signature} {{",
                    "  extern __shared__ __align__(16) unsigned char smem[];"] + self.w.lines + ["}"])
         return PREAMBLE + "\n".join(kernel) + "\n" + self._handler() + "\n"
 
@@ -183,7 +186,7 @@ class CudaKernelEmitter(KernelEmitter):
             f"static ffi::Error {self.symbol}_impl({', '.join(args)}) {{",
             f"  cudaFuncSetAttribute({self.symbol}_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, "
             f"{self.shared_bytes});",
-            f"  {self.symbol}_kernel<<<{blocks}, {THREADS}, {self.shared_bytes}, stream>>>({', '.join(casts)});",
+            f"  {self.symbol}_kernel<<<{blocks}, {self.threads}, {self.shared_bytes}, stream>>>({', '.join(casts)});",
             "  cudaError_t status = cudaGetLastError();",
             "  if (status != cudaSuccess) return ffi::Error::Internal(cudaGetErrorString(status));",
             "  return ffi::Error::Success();",
@@ -192,6 +195,7 @@ class CudaKernelEmitter(KernelEmitter):
         ])
 
 
-def kernel_source(block: BlockGraph, source_types: Sequence[TensorType], symbol: str) -> str:
-    """The CUDA translation unit of one custom kernel (``symbol`` names its FFI handler)."""
-    return CudaKernelEmitter(block, source_types, symbol).source()
+def kernel_source(block: BlockGraph, source_types: Sequence[TensorType], symbol: str, threads: int = THREADS) -> str:
+    """The CUDA translation unit of one custom kernel (``symbol`` names its FFI handler), launched with
+    ``threads`` threads per block (every loop strides by ``blockDim.x``, so any warp multiple works)."""
+    return CudaKernelEmitter(block, source_types, symbol, threads).source()
