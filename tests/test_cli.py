@@ -16,7 +16,7 @@ def test_demo_superoptimizes_the_prism_set_and_hits_the_cache_second(capsys):
     first = capsys.readouterr().out
     for name in ("rmsnorm_matmul", "rmsnorm_mlp", "swiglu", "attention", "qknorm_attention"):
         assert name in first
-    assert "MISMATCH" not in first and "H100 estimate" in first and "egraph" in first
+    assert "MISMATCH" not in first and "H100 est." in first and "egraph" in first and "native CPU kernels" in first
     assert main(["demo", "--small", "--quiet", "--time-limit", "20"]) == 0
     second = capsys.readouterr().out
     rows = [line for line in second.splitlines() if line.startswith(("rmsnorm", "swiglu", "attention", "qknorm"))]
@@ -26,7 +26,9 @@ def test_demo_superoptimizes_the_prism_set_and_hits_the_cache_second(capsys):
 def test_demo_prints_the_chosen_sgraph_of_a_workload(capsys):
     assert main(["demo", "--small", "--workload", "swiglu", "--time-limit", "20"]) == 0
     out = capsys.readouterr().out
-    assert "custom_kernel" in out and "matmul" in out and "accum_sum" in out
+    # both matmuls and the SiLU in one custom kernel (printed whether it runs or XLA won the timing)
+    kernel = out[out.index("custom_kernel"):]
+    assert kernel.count("= matmul(") == 2 and "logistic(" in kernel
 
 
 def test_version(capsys):

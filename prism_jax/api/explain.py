@@ -48,6 +48,11 @@ class Explanation:
                 parts.append(f"# {p.search.candidates[choice.candidate].verdict}")
                 parts.append(f"# sizes {_sizes(choice.sizes)}; {choice.options}; max error vs reference "
                              f"{choice.max_error:.1e}")
+            elif p.search is not None and p.search.candidates:  # what was found, though XLA runs
+                best = p.search.candidates[0]
+                parts.append("best proved candidate (symbolic; not used):")
+                parts.append(format_kernel_graph(best.graph))
+                parts.append(f"# {best.verdict}")
         parts.append("\ntimes marked 'est.' are the cost model's estimates for the ranking device, not measurements")
         return "\n".join(parts)
 

@@ -213,3 +213,25 @@ def test_cpu_backend_native_kernels_compose_with_grad_and_vmap(monkeypatch, tmp_
     batch = jnp.stack([args[0], 2 * args[0]])
     assert_close(jax.vmap(lambda x: optimized(x, *args[1:]))(batch),
                  jax.vmap(lambda x: rmsnorm_matmul(x, *args[1:]))(batch), jnp.float32)
+
+
+def test_cpu_backend_keeps_xla_when_it_is_faster_and_shows_what_was_found(monkeypatch, tmp_path):
+    import prism_jax.tune.tuner as tuner
+    from prism_jax.tune.measure import Timing
+
+    calls = []
+
+    def fake_clock(fn, args, **kwargs):  # XLA's program is timed first: it wins
+        calls.append(fn)
+        seconds = 1e-3 if len(calls) == 1 else 2e-3
+        return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
+
+    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tuner, "time_chained", fake_clock)
+    optimized = prism_jax.superoptimize(rmsnorm_matmul, backend="cpu", search_config=SEARCH, progress=False)
+    args = small_args()
+    assert_close(optimized(*args), rmsnorm_matmul(*args), jnp.float32)
+    report = optimized.explain(*args)
+    assert not report.plan.regions[0].uses_kernel and "XLA is faster" in report.plan.regions[0].note
+    text = str(report)
+    assert "best proved candidate (symbolic; not used)" in text and "custom_kernel" in text
