@@ -31,13 +31,17 @@ log = logging.getLogger("prism_jax")
 
 class Backend(str, enum.Enum):
     """Where the regions run. ``AUTO``: tuned Pallas kernels on a GPU, tuned native kernels (``CPU``)
-    when JAX runs on the CPU, the XLA program on anything else (the report says so). ``INTERPRET``: the kernels in Pallas interpret mode (any machine;
-    slow, for checking). ``PALLAS``: GPU kernels (needs a GPU). ``CPU``: native C++ kernels for this
-    CPU through XLA FFI, each timed against XLA (XLA kept where it is faster). ``XLA``: never rewrite."""
+    when JAX runs on the CPU, the XLA program on anything else (the report says so). ``INTERPRET``:
+    the kernels in Pallas interpret mode (any machine; slow, for checking). ``PALLAS``: GPU kernels
+    (needs a GPU). ``CUDA``: CUDA C++ kernels built by nvcc and called through XLA FFI (needs a GPU
+    and nvcc). ``CPU``: native C++ kernels for this CPU through XLA FFI. Kernels on a device are each
+    timed against XLA's program for the region, and XLA is kept where it is faster. ``XLA``: never
+    rewrite."""
 
     AUTO = "auto"
     INTERPRET = "interpret"
     PALLAS = "pallas"
+    CUDA = "cuda"
     CPU = "cpu"
     XLA = "xla"
 
@@ -139,8 +143,8 @@ class Superoptimized:
 
     def _build(self, args: tuple, kwargs: dict) -> Plan:
         backend = self.backend
-        if backend == Backend.PALLAS and not _has_gpu():
-            raise RuntimeError(f"superoptimize(backend='pallas') needs a GPU, and JAX runs on "
+        if backend in (Backend.PALLAS, Backend.CUDA) and not _has_gpu():
+            raise RuntimeError(f"superoptimize(backend='{backend.value}') needs a GPU, and JAX runs on "
                                f"{jax.default_backend()!r} here; use backend='interpret' to run the kernels in "
                                "Pallas interpret mode, or backend='auto'")
         if backend == Backend.AUTO:
@@ -165,6 +169,8 @@ class Superoptimized:
             device = GPUS.get(self.device or H100_SXM.name, H100_SXM)
             return Target("pallas-interpret", device, interpret=True)
         device = gpu_spec(self.device or jax.devices()[0].device_kind)
+        if backend == Backend.CUDA:
+            return Target("cuda-native", device, interpret=False, rules=TileRules(), emitter=Emitter.CUDA)
         return Target("pallas-triton", device, interpret=False)
 
     def _plan_regions(self, regions: Sequence[Region], target: Target) -> list[RegionPlan]:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prism_jax import native
-from prism_jax.codegen import cpp, pallas
+from prism_jax.codegen import cpp, cuda, pallas
 from prism_jax.cost import TRITON, DeviceSpec, TileRules, estimate, ranked_sizes
 from prism_jax.frontend.to_jax import jax_dtype, kernel_graph_fn
 from prism_jax.ir import DType, IRError, KernelGraph, content_hash, instantiate
@@ -51,6 +51,7 @@ class TuneConfig:
     sizes_per_candidate: int = 3  # size assignments per candidate (the cost model's cheapest)
     launch_options: tuple[tuple[int, int], ...] = ((4, 2), (8, 3))  # (num_warps, num_stages) tried on GPUs
     cpu_threads: tuple[int, ...] = (0, 1)  # threads per native CPU kernel tried (0: XLA's intra-op pool size)
+    cuda_threads: tuple[int, ...] = (128, 256)  # threads per block of the CUDA kernels tried
     warmup: int = 2
     iterations: int = 100  # timed calls per program on a device, in one jitted loop (tune/measure.py)
     repeats: int = 3  # of that loop; the median counts
@@ -60,7 +61,8 @@ class TuneConfig:
 
     def key_fields(self) -> dict:
         return {"candidates": self.candidates, "sizes_per_candidate": self.sizes_per_candidate,
-                "launch_options": [list(o) for o in self.launch_options], "cpu_threads": list(self.cpu_threads)}
+                "launch_options": [list(o) for o in self.launch_options], "cpu_threads": list(self.cpu_threads),
+                "cuda_threads": list(self.cuda_threads)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Choice:
     graph: KernelGraph | None  # instantiated
     candidate: int | None  # index among the search's candidates
     sizes: dict[str, int]
-    options: Any  # the emitter's options (PallasOptions, CppOptions); None for XLA
+    options: Any  # the emitter's options (PallasOptions, CppOptions, CudaOptions); None for XLA
     estimate_s: float | None  # cost model, on the ranking device
     xla_estimate_s: float | None
     measured_s: float | None  # device time of the kernel (None: not measured)
@@ -125,6 +127,7 @@ class Emitter(str, enum.Enum):
 
     PALLAS = "pallas"  # Pallas: Triton on GPUs, interpret mode on CPU
     CPP = "cpp"  # native C++ for the host CPU, called through XLA FFI
+    CUDA = "cuda"  # CUDA C++ built by nvcc, called through XLA FFI on NVIDIA GPUs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,10 +145,13 @@ class Target:
         """The JAX function of an instantiated program under ``options``."""
         if self.emitter == Emitter.CPP:
             return cpp.kernel_graph_function(graph, options)
+        if self.emitter == Emitter.CUDA:
+            return cuda.kernel_graph_function(graph, options)
         return pallas.kernel_graph_function(graph, options)
 
     def options_from(self, fields: dict) -> Any:
-        return cpp.CppOptions(**fields) if self.emitter == Emitter.CPP else pallas.PallasOptions(**fields)
+        options = {Emitter.CPP: cpp.CppOptions, Emitter.CUDA: cuda.CudaOptions}.get(self.emitter, pallas.PallasOptions)
+        return options(**fields)
 
 
 def tune_region(region: KernelGraph, candidates: Sequence[tuple[KernelGraph, dict[str, int]]], target: Target,
@@ -268,6 +274,8 @@ def _flat(fn: Callable) -> Callable:
 def _launch_options(target: Target, config: TuneConfig) -> list[Any]:
     if target.emitter == Emitter.CPP:  # one compiled kernel serves every thread count (an FFI attribute)
         return [cpp.CppOptions(threads=t) for t in dict.fromkeys(config.cpu_threads or (0,))]
+    if target.emitter == Emitter.CUDA:
+        return [cuda.CudaOptions(threads=t) for t in dict.fromkeys(config.cuda_threads or (cuda.CudaOptions().threads,))]
     if target.interpret:
         return [pallas.PallasOptions(interpret=True)]
     return [pallas.PallasOptions(num_warps=w, num_stages=s) for w, s in config.launch_options]
@@ -311,6 +319,8 @@ def _code_fingerprint(target: Target) -> str:
     """The emitter's source (and the C++ runtime header): a changed code generator tunes afresh."""
     if target.emitter == Emitter.CPP:
         files = [pathlib.Path(cpp.emit.__file__), native.runtime_include_dir() / "prism_cpu.h"]
+    elif target.emitter == Emitter.CUDA:
+        files = [pathlib.Path(cpp.emit.__file__), pathlib.Path(cuda.emit.__file__)]
     else:
         files = [pathlib.Path(pallas.emit.__file__)]
     digest = hashlib.sha256()

@@ -156,9 +156,10 @@ def test_auto_elsewhere_runs_xla_and_says_so(monkeypatch):
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the no-GPU error")
-def test_pallas_backend_without_gpu_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="needs a GPU"):
-        prism_jax.superoptimize(rmsnorm_matmul, backend="pallas")(*small_args())
+@pytest.mark.parametrize("backend", ["pallas", "cuda"])
+def test_gpu_backends_without_gpu_are_a_clear_error(backend):
+    with pytest.raises(RuntimeError, match=f"backend='{backend}'.* needs a GPU"):
+        prism_jax.superoptimize(rmsnorm_matmul, backend=backend)(*small_args())
 
 
 def test_bad_arguments():

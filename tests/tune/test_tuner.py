@@ -115,3 +115,24 @@ def test_kernels_that_do_not_build_fall_back_to_xla_with_the_reason():
     choice = tune_region(region, [(symbolic, sizes)], Target("triton-on-cpu", H100_SXM, interpret=False),
                          TuneConfig(launch_options=((4, 2),)))
     assert not choice.uses_kernel and "candidate 0" in choice.reason
+
+
+def test_cuda_target_builds_cuda_custom_calls_and_reads_its_options():
+    """The CUDA target's programs are nvcc-built FFI custom calls (lowered here for CUDA; they run
+    where a GPU is), and its cached options read back as CudaOptions."""
+    import shutil
+
+    from prism_jax.codegen import cuda
+    from prism_jax.cost import H100_SXM, TileRules
+    from prism_jax.ir.examples import EXAMPLES, instantiate_example, random_inputs
+    from prism_jax.tune.tuner import Emitter, Target
+
+    target = Target("cuda-native", H100_SXM, interpret=False, rules=TileRules(), emitter=Emitter.CUDA)
+    assert target.options_from({"threads": 256}) == cuda.CudaOptions(threads=256)
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc not found")
+    graph = instantiate_example("tiled_matmul", EXAMPLES["tiled_matmul"].tilings[0])
+    fn = target.build(graph, cuda.CudaOptions())
+    specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in random_inputs(graph, seed=0)]
+    text = jax.jit(fn).trace(*specs).lower(lowering_platforms=("cuda",)).as_text()
+    assert "stablehlo.custom_call @prism_" in text
