@@ -1,13 +1,15 @@
 // prism_cpu.h -- header-only CPU tile runtime for host kernels that prism_jax
-// generates (compiled with g++ -O3 -march=native -fopenmp -std=c++17).
+// generates (compiled with g++ -O3 -march=native -pthread -std=c++17).
 //
 // Dependency-free: the standard library, plus <immintrin.h> when the
 // translation unit is compiled with AVX2 and FMA.  Without them (or with
 // PRISM_CPU_NO_SIMD defined) a portable scalar path computes the same
 // results (up to float32 summation order; the conversions bit for bit).
-// Nothing here allocates on the heap or uses OpenMP: callers parallelize over
-// tiles and call these on one tile per thread.  A matmul call uses up to
-// about 80 KiB of stack.
+// With AVX-512F/BW/VL as well the matmuls use zmm registers (PRISM_CPU_AVX512;
+// PRISM_CPU_NO_AVX512 keeps them on the AVX2 path).  Nothing here allocates
+// on the heap or uses OpenMP: callers parallelize over tiles and call these
+// on one tile per thread.  A matmul call uses up to about 80 KiB of stack
+// (AVX2) or 11 KiB (AVX-512).
 //
 // All matrices are row-major; leading dimensions are in elements.
 //
@@ -36,6 +38,35 @@
 // the strip), a partial row block a smaller MR.  From 7 rows on, C is
 // accumulated in a local buffer and added to C at the end (kBufferedMinRows).
 //
+// The AVX-512 matmul (detail::z) is the same design on zmm registers: an
+// MR x 32 block of C in 2 * MR zmm accumulators (MR <= 14), 32-column strips
+// (two float32 zmm loads per row of B, or one 32 x bfloat16 load widened by
+// a shift and a mask, put back in column order by two vpermt2ps per row at
+// the end), K blocks of 16 float32 / 32 bfloat16 rows (2 KiB of B per strip
+// either way), row blocks balanced (16 -> 8 + 8, the second reading the
+// first one's copy of the strip).  Tails are masked: __mmask16 loads and
+// stores of float32 and of C, 16-bit masked loads (AVX-512BW) of bfloat16,
+// so no zero-padded copy.  C is updated in place at every M.  Tuned on an
+// Intel Xeon with AVX-512 and AMX (2 cores of a VM, 48 KiB 12-way L1d,
+// 2 MiB L2, single-core reads: ~27 GB/s from L3, ~14 GB/s from DRAM; zmm
+// FMA peak measured at ~234 GFLOP/s), one thread, B in L3, best of
+// interleaved runs on a busy host, K = N = 4096 (ms; before: the ymm kernel
+// with MR <= 12 that -march=native built here, now PRISM_CPU_NO_AVX512):
+//     M = 1:  f32 2.4 -> 2.3 (28 GB/s, L3 bound), bf16 1.26 -> 1.16
+//     M = 8:  f32 4.4 -> 2.9, bf16 4.1 -> 2.2
+//     M = 16: f32 6.6 -> 4.2, bf16 6.4 -> 4.1 (~130 GFLOP/s)
+// and at M = 8, K = N = 1024: f32 0.22 -> 0.16, bf16 0.26 -> 0.15.  What
+// was tried there and left out: 16-column strips (one zmm, MR <= 16: M = 16
+// 1.6x / 2.5x slower for f32 / bf16) and 64-column strips (MR <= 6: M = 16
+// f32 ~20% slower); 8-row K blocks (M = 8: f32 ~8%, bf16 ~25% slower),
+// 32-row float32 blocks (no better), 64-row bfloat16 blocks (M = 16 ~25%
+// slower); the AVX2 path's local buffer of C (kNch = 1024 columns: slower at
+// every M tried, 8 to 64, by up to 25%; 512 columns much slower, 2048 in
+// between); software prefetch of B (next K block into L2, or 8 strips ahead
+// into L1: up to 10% faster at M = 1 with B in DRAM, slower at M >= 8 with B
+// in L3 and for bfloat16); row groups of 28 or 32 rows (no change); MR <= 8
+// or 12 instead of 14 (no clear change at M = 12 to 16).
+//
 // Tiling advice for callers: B is row-major, so a tile of few columns reads a
 // short piece of each of K rows -- slow whatever the kernel does.  Give each
 // call >= 512 columns of B (better the whole row: 2-4 KiB per row at least)
@@ -56,6 +87,13 @@
 #define PRISM_CPU_AVX2 0
 #endif
 
+#if PRISM_CPU_AVX2 && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    !defined(PRISM_CPU_NO_AVX512)
+#define PRISM_CPU_AVX512 1
+#else
+#define PRISM_CPU_AVX512 0
+#endif
+
 // Full unrolling of the fixed-trip loops of the micro-kernel, so that its
 // accumulator arrays live in registers.
 #define PRISM_CPU_UNROLL _Pragma("GCC unroll 16")
@@ -67,6 +105,8 @@ namespace detail {
 
 // True when this translation unit uses the AVX2/FMA kernels.
 inline constexpr bool kAvx2Fma = PRISM_CPU_AVX2 != 0;
+// True when the matmuls use the AVX-512 micro-kernel (zmm registers).
+inline constexpr bool kAvx512 = PRISM_CPU_AVX512 != 0;
 
 inline std::uint32_t f32_bits(float x) {
   std::uint32_t u;
@@ -457,6 +497,271 @@ inline void matmul_acc_avx2(const float* A, std::int64_t lda, const Src* B, std:
 
 #endif  // PRISM_CPU_AVX2
 
+#if PRISM_CPU_AVX512
+
+// The AVX-512 path: the design of the AVX2 one on zmm registers, re-tuned
+// (see the comment block at the top for what was measured).
+namespace z {
+
+// zmm registers per row of a strip, and the strip's columns.
+inline constexpr int kNv = 2;
+inline constexpr std::int64_t kNr = 16 * kNv;
+// Most rows of C one micro-kernel keeps in registers: MR x 2 accumulators
+// + 2 B vectors (+ the odd-column mask for bfloat16) + 1 broadcast of A fit
+// the 32 zmm registers for MR <= 14.
+inline constexpr int kMaxMr = 14;
+// Rows of B per K block: one micro-kernel call per K block and strip, so
+// every kKc rows the MR x 32 block of C is read and written once.  Sized in
+// bytes: 16 float32 rows or 32 bfloat16 rows, 2 KiB of B per (K block,
+// strip) -- fewer rows (more passes over C) measured slower, more (more
+// rows of B read side by side) no better or slower.
+template <typename Src>
+inline constexpr std::int64_t kKc = sizeof(Src) == 2 ? 32 : 16;
+// A is handled in groups of at most kRowGroup rows (B is read once per
+// group), with kKa of its columns at a time copied to a contiguous buffer
+// (leading dimension kApkLd).  Unlike the AVX2 path, C is always updated in
+// place: the local buffer of C measured slower at every M tried (8 to 64)
+// on the 12-way, 48 KiB L1 of the machine this was tuned on (and a chunk of
+// 512 columns, which fits that L1 with its strip of B, slower still: the
+// short pieces of B's rows seem to cost more than C's power-of-two stride).
+inline constexpr std::int64_t kRowGroup = 16;
+inline constexpr std::int64_t kKa = 128;
+inline constexpr std::int64_t kApkLd = kKa + 8;
+static_assert(kKa % kKc<float> == 0 && kKa % kKc<std::uint16_t> == 0, "K blocks tile the copies of A");
+
+// See detail::in_register (the "v" constraint reaches all 32 zmm registers).
+inline void in_register(__m512& v) {
+#if defined(__GNUC__)
+  __asm__("" : "+v"(v));
+#else
+  (void)v;
+#endif
+}
+
+// x << 16 in every 32-bit lane.  (GCC 12's _mm512_slli_epi32 trips
+// -Wuninitialized through _mm512_undefined_epi32; with an all-ones mask this
+// compiles to the same single vpslld.)
+inline __m512i shl16(__m512i x) { return _mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), x, 16); }
+
+// Lanes [0, n) set, n clamped to [0, 16] (resp. [0, 32]).
+inline __mmask16 mask16(std::int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFFu)
+                 : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1u);
+}
+inline __mmask32 mask32(std::int64_t n) {
+  return n >= 32 ? static_cast<__mmask32>(0xFFFFFFFFu)
+                 : n <= 0 ? static_cast<__mmask32>(0) : static_cast<__mmask32>((1u << n) - 1u);
+}
+
+// The micro-kernel: C[0:MR, 0:32] += A[0:MR, 0:kc] @ S[0:kc, 0:32], where S
+// is a 32-column strip of B (row k at B + k * ldb), the MR x 32 block of C in
+// 2 * MR zmm accumulators over the whole K loop.
+//   FULL:  all 32 columns are real; otherwise only the first `ncols`: B and
+//          C are read and written with masks (masked-off lanes read as 0),
+//          bfloat16 B with 16-bit masked loads (AVX-512BW), so no copy.
+//   PACK:  also copy the strip, as read, to `pk` (kc rows of 32 elements) for
+//          the next row blocks.
+// Float32 B is read as two vectors per row.  Bfloat16 B is read 32 per
+// 512-bit load and widened in registers: the even columns by a shift, the
+// odd ones by a mask; the accumulators hold (even, odd) columns and are put
+// back in order at the end (two vpermt2ps per row).  For MR <= 3 the K loop
+// keeps two sets of accumulators (even and odd k) to hide the FMA latency.
+template <int MR, bool FULL, bool PACK, typename Src>
+inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
+                         std::int64_t ldc, std::int64_t kc, std::int64_t ncols, Src* pk) {
+  static_assert(MR >= 1 && MR <= kMaxMr, "micro-kernel rows");
+  static_assert(kNv % 2 == 0, "bfloat16 strips are whole 32-column loads");
+  constexpr bool kBf16 = sizeof(Src) == 2;
+  constexpr int KU = MR * kNv < 8 ? 2 : 1;
+
+  __mmask16 m[kNv];
+  PRISM_CPU_UNROLL
+  for (int v = 0; v < kNv; ++v) m[v] = FULL ? static_cast<__mmask16>(0xFFFFu) : mask16(ncols - 16 * v);
+  const __m512i odd_mask = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+
+  __m512 acc[KU][MR][kNv];
+  PRISM_CPU_UNROLL
+  for (int u = 0; u < KU; ++u) {
+    PRISM_CPU_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      PRISM_CPU_UNROLL
+      for (int v = 0; v < kNv; ++v) acc[u][r][v] = _mm512_setzero_ps();
+    }
+  }
+  const float* a[MR];
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) a[r] = A + r * lda;
+
+  // acc[u] += A[:, k] (x) S[k, :]
+  auto step = [&](int u, std::int64_t k) {
+    const Src* b = B + k * ldb;
+    __m512 bv[kNv];
+    if constexpr (kBf16) {
+      PRISM_CPU_UNROLL
+      for (int p = 0; p < kNv / 2; ++p) {
+        const __m512i x = FULL ? _mm512_loadu_si512(b + 32 * p)
+                               : _mm512_maskz_loadu_epi16(mask32(ncols - 32 * p), b + 32 * p);
+        if constexpr (PACK) _mm512_storeu_si512(pk + k * kNr + 32 * p, x);
+        bv[2 * p] = _mm512_castsi512_ps(shl16(x));                            // columns 0, 2, ..., 30
+        bv[2 * p + 1] = _mm512_castsi512_ps(_mm512_and_si512(x, odd_mask));  // columns 1, 3, ..., 31
+      }
+    } else {
+      PRISM_CPU_UNROLL
+      for (int v = 0; v < kNv; ++v) {
+        const float* bf = reinterpret_cast<const float*>(b) + 16 * v;
+        __m512 x = FULL ? _mm512_loadu_ps(bf) : _mm512_maskz_loadu_ps(m[v], bf);
+        in_register(x);  // a named variable: an array element would live on the stack
+        bv[v] = x;
+        if constexpr (PACK) _mm512_storeu_ps(reinterpret_cast<float*>(pk + k * kNr) + 16 * v, x);
+      }
+    }
+    PRISM_CPU_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r][k]);
+      PRISM_CPU_UNROLL
+      for (int v = 0; v < kNv; ++v) acc[u][r][v] = _mm512_fmadd_ps(av, bv[v], acc[u][r][v]);
+    }
+  };
+
+  std::int64_t k = 0;
+  for (; k + KU <= kc; k += KU) {
+    PRISM_CPU_UNROLL
+    for (int u = 0; u < KU; ++u) step(u, k + u);
+  }
+  if constexpr (KU == 2) {
+    if (k < kc) step(0, k);
+    PRISM_CPU_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      PRISM_CPU_UNROLL
+      for (int v = 0; v < kNv; ++v) acc[0][r][v] = _mm512_add_ps(acc[0][r][v], acc[1][r][v]);
+    }
+  }
+
+  // C += acc: every row of C is read before any is written (4K aliasing, see
+  // the AVX2 micro-kernel).
+  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    if constexpr (kBf16) {
+      PRISM_CPU_UNROLL
+      for (int p = 0; p < kNv / 2; ++p) {  // (even, odd) -> natural order
+        const __m512 e = acc[0][r][2 * p], o = acc[0][r][2 * p + 1];
+        acc[0][r][2 * p] = _mm512_permutex2var_ps(e, lo_idx, o);
+        acc[0][r][2 * p + 1] = _mm512_permutex2var_ps(e, hi_idx, o);
+      }
+    }
+    const float* c = C + r * ldc;
+    PRISM_CPU_UNROLL
+    for (int v = 0; v < kNv; ++v) {
+      const __m512 cv = FULL ? _mm512_loadu_ps(c + 16 * v) : _mm512_maskz_loadu_ps(m[v], c + 16 * v);
+      acc[0][r][v] = _mm512_add_ps(cv, acc[0][r][v]);
+    }
+  }
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    float* c = C + r * ldc;
+    PRISM_CPU_UNROLL
+    for (int v = 0; v < kNv; ++v) {
+      if constexpr (FULL)
+        _mm512_storeu_ps(c + 16 * v, acc[0][r][v]);
+      else
+        _mm512_mask_storeu_ps(c + 16 * v, m[v], acc[0][r][v]);
+    }
+  }
+}
+
+// micro_kernel<rows, ...> for a run-time rows in [1, kMaxMr].
+template <bool FULL, bool PACK, typename Src, int MR = 1>
+inline void micro_kernel_rows(std::int64_t rows, const float* A, std::int64_t lda, const Src* B,
+                              std::int64_t ldb, float* C, std::int64_t ldc, std::int64_t kc,
+                              std::int64_t ncols, Src* pk) {
+  if constexpr (MR <= kMaxMr) {
+    if (rows == MR)
+      micro_kernel<MR, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk);
+    else
+      micro_kernel_rows<FULL, PACK, Src, MR + 1>(rows, A, lda, B, ldb, C, ldc, kc, ncols, pk);
+  }
+}
+
+// One (K block, strip): every row block of A against the strip S (row k at
+// B + k * ldb), in blocks of at most kMaxMr rows, sizes balanced (16 -> 8 +
+// 8).  With one block S is read once from B; with more the first block
+// copies it to `pk` and the others read the copy from L1.
+template <bool FULL, typename Src>
+inline void strip_all_rows(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
+                           std::int64_t ldc, std::int64_t M, std::int64_t kc, std::int64_t ncols,
+                           Src* pk) {
+  const std::int64_t blocks = (M + kMaxMr - 1) / kMaxMr;
+  if (blocks == 1) {
+    micro_kernel_rows<FULL, false>(M, A, lda, B, ldb, C, ldc, kc, ncols, pk);
+    return;
+  }
+  std::int64_t i = 0;
+  for (std::int64_t blk = 0; blk < blocks; ++blk) {
+    const std::int64_t rows = (M - i + (blocks - blk) - 1) / (blocks - blk);
+    if (blk == 0)
+      micro_kernel_rows<FULL, true>(rows, A, lda, B, ldb, C, ldc, kc, ncols, pk);
+    else
+      micro_kernel_rows<FULL, false>(rows, A + i * lda, lda, pk, kNr, C + i * ldc, ldc, kc, ncols, pk);
+    i += rows;
+  }
+}
+
+// C += A @ B for at most kRowGroup rows: K blocks outermost, 32-column strips
+// of B inside, the row blocks of A innermost.  The strips start where B's
+// rows are 64-byte aligned when ldb allows it (no strip shares a cache line
+// with the next), with a partial strip before them if B is not aligned, and
+// one after them.  A is read from `apk`, a copy of kKa of its columns at a
+// time.
+template <typename Src>
+inline void row_group(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
+                      std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K, float* apk,
+                      Src* pk) {
+  constexpr std::uintptr_t kLine = 64;
+  constexpr std::int64_t kc_max = kKc<Src>;
+  std::int64_t head = 0;
+  if ((ldb * static_cast<std::int64_t>(sizeof(Src))) % kLine == 0) {
+    const std::uintptr_t mis = reinterpret_cast<std::uintptr_t>(B) % kLine;
+    head = mis == 0 ? 0 : static_cast<std::int64_t>((kLine - mis) / sizeof(Src));
+    head = head < N ? head : N;
+  }
+  const std::int64_t n_full_end = head + (N - head) / kNr * kNr;
+  for (std::int64_t k0 = 0; k0 < K; k0 += kc_max) {
+    const std::int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
+    if (k0 % kKa == 0) {
+      const std::int64_t ka = K - k0 < kKa ? K - k0 : kKa;
+      for (std::int64_t i = 0; i < M; ++i)
+        for (std::int64_t k = 0; k < ka; ++k) apk[i * kApkLd + k] = A[i * lda + k0 + k];
+    }
+    const float* a = apk + k0 % kKa;
+    const Src* b = B + k0 * ldb;
+    if (head > 0) strip_all_rows<false>(a, kApkLd, b, ldb, C, ldc, M, kc, head, pk);
+    for (std::int64_t j = head; j < n_full_end; j += kNr)
+      strip_all_rows<true>(a, kApkLd, b + j, ldb, C + j, ldc, M, kc, kNr, pk);
+    if (n_full_end < N)
+      strip_all_rows<false>(a, kApkLd, b + n_full_end, ldb, C + n_full_end, ldc, M, kc, N - n_full_end,
+                            pk);
+  }
+}
+
+// C += A @ B, row group by row group, straight into C (about 11 KiB of
+// stack).
+template <typename Src>
+inline void matmul_acc(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
+                       std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  alignas(64) float apk[kRowGroup * kApkLd];
+  alignas(64) Src pk[kKc<Src> * kNr];
+  for (std::int64_t i0 = 0; i0 < M; i0 += kRowGroup) {
+    const std::int64_t mg = M - i0 < kRowGroup ? M - i0 : kRowGroup;
+    row_group(A + i0 * lda, lda, B, ldb, C + i0 * ldc, ldc, mg, N, K, apk, pk);
+  }
+}
+
+}  // namespace z
+
+#endif  // PRISM_CPU_AVX512
+
 // Portable path: per row of C, the K loop over a block of columns held in a
 // local accumulator (the compiler vectorizes the inner loops).
 template <typename Src>
@@ -491,7 +796,9 @@ inline void matmul_acc_scalar(const float* A, std::int64_t lda, const Src* B, st
 inline void matmul_acc(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
                        std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
   if (M <= 0 || N <= 0 || K <= 0) return;
-#if PRISM_CPU_AVX2
+#if PRISM_CPU_AVX512
+  detail::z::matmul_acc(A, lda, B, ldb, C, ldc, M, N, K);
+#elif PRISM_CPU_AVX2
   detail::matmul_acc_avx2(A, lda, B, ldb, C, ldc, M, N, K);
 #else
   detail::matmul_acc_scalar(A, lda, B, ldb, C, ldc, M, N, K);
@@ -503,7 +810,9 @@ inline void matmul_acc_bf16(const float* A, std::int64_t lda, const std::uint16_
                             float* C, std::int64_t ldc, std::int64_t M, std::int64_t N,
                             std::int64_t K) {
   if (M <= 0 || N <= 0 || K <= 0) return;
-#if PRISM_CPU_AVX2
+#if PRISM_CPU_AVX512
+  detail::z::matmul_acc(A, lda, B, ldb, C, ldc, M, N, K);
+#elif PRISM_CPU_AVX2
   detail::matmul_acc_avx2(A, lda, B, ldb, C, ldc, M, N, K);
 #else
   detail::matmul_acc_scalar(A, lda, B, ldb, C, ldc, M, N, K);

@@ -1,6 +1,7 @@
 """csrc/runtime/prism_cpu.h, the CPU tile runtime generated host kernels include: its matmuls and
-bfloat16 conversions, compiled into a small shim three ways (-march=native, AVX2 + FMA without AVX-512,
-and the portable scalar fallback), against numpy and ml_dtypes."""
+bfloat16 conversions, compiled into a small shim once per code path (the AVX-512 micro-kernel, the AVX2
+one with 32 and with 16 vector registers, and the portable scalar fallback, with and without AVX2 in the
+compiler flags), against numpy and ml_dtypes.  A build the host cannot run is skipped."""
 
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ SHIM = r"""
 using namespace prism_jax::cpu;
 using i64 = std::int64_t;
 extern "C" {
-int shim_simd() { return detail::kAvx2Fma ? 1 : 0; }
+int shim_path() { return detail::kAvx512 ? 2 : detail::kAvx2Fma ? 1 : 0; }
+#if PRISM_CPU_AVX512
+int shim_max_mr() { return detail::z::kMaxMr; }
+#else
 int shim_max_mr() { return detail::kMaxMr; }
+#endif
 void shim_matmul(const float* A, i64 lda, const float* B, i64 ldb, float* C, i64 ldc, i64 M, i64 N, i64 K) {
   matmul_acc(A, lda, B, ldb, C, ldc, M, N, K);
 }
@@ -41,19 +46,28 @@ void shim_to_f32(const std::uint16_t* s, float* d, i64 n) { bf16_to_f32(s, d, n)
 """
 
 COMMON = ["-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror"]
+# name: (flags, CPU flags the host needs to run it, expected path (2 AVX-512, 1 AVX2, 0 scalar), max MR)
 BUILDS = {
-    "native": ["-O3", "-march=native"],  # as generated kernels are built (AVX-512VL here: MR up to 12)
-    "avx2": ["-O3", "-mavx2", "-mfma", "-mno-avx512f"],  # 16 ymm registers: MR up to 6
-    "scalar": ["-O2", "-mno-avx2", "-mno-fma"],  # the portable fallback
+    # as generated kernels are built on an AVX-512 host: zmm micro-kernel, MR up to 14
+    "avx512": (["-O3", "-march=native"], ("avx512f", "avx512bw", "avx512vl", "avx2", "fma"), 2, 14),
+    # the ymm micro-kernel with AVX-512VL's 32 registers: MR up to 12
+    "avx2_vl": (["-O3", "-march=native", "-DPRISM_CPU_NO_AVX512"], ("avx512vl", "avx2", "fma"), 1, 12),
+    # an AVX2-only machine (AMD EPYC): 16 ymm registers, MR up to 6
+    "avx2": (["-O3", "-mavx2", "-mfma", "-mno-avx512f"], ("avx2", "fma"), 1, 6),
+    # the portable fallback: without AVX2 in the flags, and with it switched off by the macro
+    "scalar": (["-O2", "-mno-avx2", "-mno-fma"], (), 0, None),
+    "no_simd": (["-O2", "-march=native", "-DPRISM_CPU_NO_SIMD"], (), 0, None),
 }
 
 
-def _host_has_avx2_fma() -> bool:
+def _host_cpu_flags() -> set[str]:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
     except OSError:
-        return False
-    return " avx2" in flags and " fma" in flags
+        pass
+    return set()
 
 
 class Shim:
@@ -67,7 +81,7 @@ class Shim:
             getattr(lib, name).argtypes = [ptr, ptr, i64]
             getattr(lib, name).restype = None
         self.lib = lib
-        self.simd = bool(lib.shim_simd())
+        self.path = int(lib.shim_path())
         self.max_mr = int(lib.shim_max_mr())
 
     def matmul(self, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
@@ -95,7 +109,8 @@ def shims(tmp_path_factory) -> dict[str, Shim]:
     tmp = tmp_path_factory.mktemp("prism_cpu")
     src = tmp / "shim.cc"
     src.write_text(SHIM)
-    builds = {k: v for k, v in BUILDS.items() if k == "scalar" or _host_has_avx2_fma()}
+    host = _host_cpu_flags()
+    builds = {k: flags for k, (flags, needs, _, _) in BUILDS.items() if set(needs) <= host}
     procs = {}
     for name, flags in builds.items():  # compile in parallel
         cmd = [cxx, *flags, *COMMON, f"-I{runtime_include_dir()}", str(src), "-o", str(tmp / f"{name}.so")]
@@ -111,15 +126,18 @@ def shims(tmp_path_factory) -> dict[str, Shim]:
 @pytest.fixture(params=list(BUILDS))
 def shim(request, shims) -> Shim:
     if request.param not in shims:
-        pytest.skip("the host has no AVX2/FMA")
+        pytest.skip(f"the host lacks {' / '.join(BUILDS[request.param][1])}")
     return shims[request.param]
 
 
-def test_builds_take_the_intended_path(shims):
-    assert not shims["scalar"].simd
-    if "avx2" in shims:
-        assert shims["avx2"].simd and shims["avx2"].max_mr == 6
-        assert shims["native"].simd and shims["native"].max_mr in (6, 12)
+@pytest.mark.parametrize("name", list(BUILDS))
+def test_builds_take_the_intended_path(shims, name):
+    if name not in shims:
+        pytest.skip(f"the host lacks {' / '.join(BUILDS[name][1])}")
+    _, _, path, max_mr = BUILDS[name]
+    assert shims[name].path == path
+    if max_mr is not None:
+        assert shims[name].max_mr == max_mr
 
 
 def _tile(rng, rows, cols, dtype=np.float32, pad=(2, 3, 1, 5)):
@@ -164,11 +182,34 @@ def test_matmul_shapes_and_tails(shim, m, b_dtype):
 
 @pytest.mark.parametrize("b_dtype", [np.float32, np.uint16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("m,n,k", [(4, 16, 8), (6, 48, 24), (7, 40, 9), (12, 31, 50), (13, 64, 33),
-                                   (17, 23, 40), (33, 20, 17), (9, 1100, 20), (2, 1100, 300),
-                                   (16, 2064, 16), (1, 4096, 64)])
+                                   (14, 95, 70), (15, 130, 66), (3, 65, 35), (17, 23, 40), (29, 70, 48),
+                                   (33, 20, 17), (9, 1100, 20), (2, 1100, 300), (16, 2064, 16),
+                                   (1, 4096, 64)])
 def test_matmul_blocking_boundaries(shim, m, n, k, b_dtype):
-    """Row blocks (6, 12), the buffered path (7+ rows), row groups (16), column chunks (1024), K blocks."""
+    """Row blocks (6, 12, 14 rows), the AVX2 buffered path (7+ rows), row groups (16), column chunks
+    (1024), strips (16, 32 columns), K blocks (8, 16, 32 rows) and the copies of A (128 columns)."""
     _check_matmul(shim, np.random.default_rng(m * n + k), m, n, k, b_dtype)
+
+
+@pytest.mark.parametrize("b_dtype", [np.float32, np.uint16], ids=["f32", "bf16"])
+def test_matmul_unaligned_b(shim, b_dtype):
+    """B's rows a multiple of 64 bytes apart, its tile starting anywhere in a cache line: the strips
+    start at the first aligned column, after a partial strip (and end with one)."""
+    rng = np.random.default_rng(3)
+    k, width = 40, 192  # 768 / 384 bytes per row
+    big = rng.standard_normal((k, width)).astype(np.float32)
+    if b_dtype == np.uint16:
+        big = big.astype(ml_dtypes.bfloat16).view(np.uint16)
+    for m in (1, 16):
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        for off in (1, 5, 15, 17, 31, 33):
+            for n in (3, 40, width - off - 2):
+                b = big[:, off:off + n]
+                c = np.zeros((m, n), np.float32)
+                shim.matmul(a, b, c)
+                expected = a.astype(np.float64) @ _b_values(b)
+                np.testing.assert_allclose(c, expected, rtol=1e-5, atol=2e-5 * np.sqrt(k),
+                                           err_msg=f"M={m} N={n} offset={off}")
 
 
 def test_matmul_power_of_two_leading_dims(shim):
