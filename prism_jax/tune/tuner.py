@@ -318,7 +318,7 @@ def _cache_key(region: KernelGraph, candidates, target: Target, config: TuneConf
 def _code_fingerprint(target: Target) -> str:
     """The emitter's source (and the C++ runtime header): a changed code generator tunes afresh."""
     if target.emitter == Emitter.CPP:
-        files = [pathlib.Path(cpp.emit.__file__), native.runtime_include_dir() / "prism_cpu.h"]
+        files = [pathlib.Path(cpp.emit.__file__), *sorted(native.runtime_include_dir().glob("prism_cpu*.h"))]
     elif target.emitter == Emitter.CUDA:
         files = [pathlib.Path(cpp.emit.__file__), pathlib.Path(cuda.emit.__file__)]
     else:

@@ -101,3 +101,26 @@ def test_two_processes_compiling_one_kernel_both_work(tmp_path):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-2000:]
     assert len(list((tmp_path / "kernels").glob("*.so"))) == 1
+
+
+@needs_compiler
+def test_a_changed_runtime_header_rebuilds_the_kernel(tmp_path, monkeypatch):
+    """Cached libraries are keyed by the runtime headers' contents (and the host CPU), not only the
+    generated source: an edited header must not leave stale kernels in use."""
+    import shutil as sh
+
+    from prism_jax import native
+    from prism_jax.codegen.cpp import build
+
+    headers = tmp_path / "runtime"
+    sh.copytree(native.runtime_include_dir(), headers)
+    monkeypatch.setattr(native, "runtime_include_dir", lambda: headers)
+    source = '#include "prism_cpu.h"\nextern "C" int answer() { return 42; }\n'
+    build._host_context.cache_clear()
+    first = build.library_for(source)
+    with open(headers / "prism_cpu.h", "a") as f:
+        f.write("\n// edited\n")
+    build._host_context.cache_clear()
+    second = build.library_for(source)
+    build._host_context.cache_clear()
+    assert first != second and first.exists() and second.exists()

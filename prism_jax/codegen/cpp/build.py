@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -66,15 +67,33 @@ def include_dirs() -> list[str]:
 
 def library_for(source: str) -> pathlib.Path:
     """The compiled library of ``source`` (built now unless cached)."""
-    return build_cached(source, compiler(), FLAGS, include_dirs(), ".cc")
+    return build_cached(source, compiler(), FLAGS, include_dirs(), ".cc", context=_host_context())
+
+
+@functools.lru_cache(maxsize=1)
+def _host_context() -> str:
+    """What a cached library also depends on: the runtime headers it includes (a changed header must
+    rebuild) and, for ``-march=native``, this CPU's model and ISA flags (a cache shared with another
+    machine must not load code for instructions this one lacks)."""
+    digest = hashlib.sha256()
+    for header in sorted(native.runtime_include_dir().glob("*.h")):
+        digest.update(header.name.encode() + b"\0" + header.read_bytes())
+    try:
+        cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = platform.processor()
+    lines = [line for line in cpuinfo.splitlines() if line.startswith(("model name", "flags", "Features"))]
+    digest.update("\n".join(dict.fromkeys(lines)).encode())
+    return digest.hexdigest()
 
 
 def build_cached(source: str, tool: str, flags: Sequence[str], includes: Sequence[str], suffix: str,
-                 output: str = ".so") -> pathlib.Path:
+                 output: str = ".so", context: str = "") -> pathlib.Path:
     """``tool flags -I... source -o <cache dir>/kernels/<hash><output>``, unless already there. The hash
-    covers the source, flags, the tool's version, jax's version and the include dirs."""
+    covers the source, flags, the tool's version, jax's version, the include dirs and ``context``
+    (whatever else the result depends on)."""
     key = hashlib.sha256("\0".join([source, " ".join(flags), _compiler_version(tool), jax.__version__,
-                                    *includes]).encode()).hexdigest()[:32]
+                                    *includes, context]).encode()).hexdigest()[:32]
     directory = cache_dir() / "kernels"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{key}{output}"

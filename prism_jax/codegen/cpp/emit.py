@@ -33,6 +33,7 @@ PREAMBLE = r"""
 #include <vector>
 #include "xla/ffi/api/ffi.h"
 #include "prism_cpu.h"
+#include "prism_cpu_nt.h"
 namespace ffi = xla::ffi;
 namespace pc = prism_jax::cpu;
 static inline float p_logistic(float x) {
@@ -104,6 +105,12 @@ class _Writer:
             self("}")
 
 
+def _swaps_last_two(op: Op) -> bool:
+    perm = tuple(op.attrs["perm"])
+    rank = len(perm)
+    return rank >= 2 and perm == (*range(rank - 2), rank - 1, rank - 2)
+
+
 def _offset(strides: Sequence[int], index: str = "i") -> str:
     terms = [f"{index}{d} * {s}" for d, s in enumerate(strides) if s]
     return " + ".join(terms) or "0"
@@ -117,39 +124,70 @@ class KernelEmitter:
         self.grid = [int(g) for g in block.grid]
         self.forloop = int(block.forloop)
         self.w = _Writer()
-        self.views, self.bf16_operands = self._plan_views()
+        self.views: dict[int, int] = {}  # block input read in place → its row stride in the source
+        self.view_strides: dict[int, list[int]] = {}  # block input read in place → the source's strides
+        self.bf16_operands: dict[int, int] = {}  # matmul operand → the bf16 input it widens in registers
+        self.nt_operands: dict[int, int] = {}  # matmul operand → the input it reads transposed (rows of B^T)
+        self.elided: set[int] = set()  # values never computed (the matmul reads their input instead)
+        self._plan_views()
 
-    def _plan_views(self) -> tuple[dict[int, int], dict[int, int]]:
+    # whether views may have leading (batch) dims, and whether a transposed operand is read in place
+    # (the CUDA emitter does neither)
+    BATCHED_VIEWS = True
+    TRANSPOSED_VIEWS = True
+
+    def _plan_views(self) -> None:
         """Block inputs read only as matmul operands are not copied: the matmul reads the source in
-        place (a pointer and a row stride), so large weights stream from memory once. A bfloat16
-        input whose only use is a convert feeding matmuls is multiplied as bf16 (widened in
-        registers): ``views`` maps input value → row stride, ``bf16_operands`` convert output → input."""
+        place (a pointer and strides), so large weights stream from memory once. On the way to the
+        matmul an input may be widened from bfloat16 (in registers, by the matmul) and its last two
+        dims swapped (the matmul then takes dot products with rows of the source: ``q @ k^T`` reads
+        K's rows in place)."""
         users: dict[int, list[Op]] = {}
         for op in self.block.ops:
             for v in op.inputs:
                 users.setdefault(v, []).append(op)
         outputs = {o.value for o in self.block.outputs}
-        views, bf16 = {}, {}
         for inp in self.block.inputs:
             tile = _shape(self.block.values[inp.value])
-            source = _shape(self.sources[inp.source])
-            if len(tile) < 2 or any(d != 1 for d in tile[:-2]) or inp.value in outputs:
+            if len(tile) < 2 or inp.value in outputs or (not self.BATCHED_VIEWS and any(d != 1 for d in tile[:-2])):
                 continue
-            row_stride = _strides(source)[-2]
-            readers = users.get(inp.value, [])
-            dtype = self.block.values[inp.value].dtype
-            if readers and dtype == DType.FLOAT32 and all(op.kind == OpKind.MATMUL for op in readers):
-                views[inp.value] = row_stride
-            elif (dtype == DType.BFLOAT16 and len(readers) == 1 and readers[0].kind == OpKind.CONVERT
-                  and self.block.values[readers[0].outputs[0]].dtype == DType.FLOAT32):
-                converted = readers[0].outputs[0]
-                matmuls = users.get(converted, [])
-                if matmuls and converted not in outputs and all(
-                        op.kind == OpKind.MATMUL and op.inputs[1] == converted and op.inputs[0] != converted
-                        for op in matmuls):
-                    views[inp.value] = row_stride
-                    bf16[converted] = inp.value
-        return views, bf16
+            chain = self._operand_chain(inp.value, users, outputs)
+            if chain is None:
+                continue
+            final, transposed, between = chain
+            strides = _strides(_shape(self.sources[inp.source]))
+            self.views[inp.value], self.view_strides[inp.value] = strides[-2], strides
+            if final != inp.value:
+                self.elided |= set(between) | {final}
+                (self.nt_operands if transposed else self.bf16_operands)[final] = inp.value
+
+    def _operand_chain(self, value: int, users: dict, outputs: set) -> tuple[int, bool, list[int]] | None:
+        """(the value the matmuls read, whether it is transposed, the values in between) when ``value``
+        reaches matmuls only through at most one bf16→f32 convert and one last-two-dims transpose,
+        each its value's only reader; None otherwise."""
+        dtype = self.block.values[value].dtype
+        current, transposed, converted, between = value, False, dtype == DType.FLOAT32, []
+        while True:
+            readers = users.get(current, [])
+            if not readers or current in outputs:
+                return None
+            if converted and all(op.kind == OpKind.MATMUL for op in readers):
+                plain = current == value  # an f32 input in place may be either operand
+                if plain or all(op.inputs[1] == current and op.inputs[0] != current for op in readers):
+                    return current, transposed, between[:-1]
+                return None
+            if len(readers) != 1:
+                return None
+            op, out = readers[0], readers[0].outputs[0]
+            if (op.kind == OpKind.CONVERT and not converted and dtype == DType.BFLOAT16
+                    and self.block.values[out].dtype == DType.FLOAT32):
+                converted = True
+            elif op.kind == OpKind.TRANSPOSE and not transposed and self.TRANSPOSED_VIEWS and _swaps_last_two(op):
+                transposed = True
+            else:
+                return None
+            between.append(out)
+            current = out
 
     # -- element access ------------------------------------------------------------------------
 
@@ -270,8 +308,8 @@ class KernelEmitter:
         for v, t in enumerate(self.block.values):
             if v in self.views:
                 self.w(f"const {_ctype(t)}* v{v} = nullptr;  // read in place")
-            elif v in self.bf16_operands:
-                continue  # the matmul widens the bf16 input itself
+            elif v in self.elided:
+                continue  # the matmul reads (widens, transposes) the input itself
             else:
                 n = max(1, math.prod(_shape(t)))
                 self.w(f"static thread_local std::vector<{_ctype(t)}> v{v}_buf; v{v}_buf.resize({n}); "
@@ -337,8 +375,8 @@ class KernelEmitter:
         elif kind == OpKind.SELECT:
             pred, on_false, on_true = (self.elem(v, shape) for v in op.inputs)
             self.loops(shape, f"{dst} = {self.write(out, f'({pred} ? {on_true} : {on_false})')};")
-        elif out in self.bf16_operands:
-            return  # multiplied in place as bf16
+        elif out in self.elided:
+            return  # read in place by the matmul
         elif kind in (OpKind.CONVERT, OpKind.BROADCAST):
             self.loops(shape, f"{dst} = {self.write(out, self.elem(op.inputs[0], shape))};")
         elif kind == OpKind.INTEGER_POW:
@@ -389,18 +427,30 @@ class KernelEmitter:
         a_shape, b_shape = _shape(self.block.values[a]), _shape(self.block.values[b])
         m, k = a_shape[-2:]
         n = b_shape[-1]
-        b_source = self.bf16_operands.get(b, b)
-        lda, ldb = self.views.get(a, k), self.views.get(b_source, n)
-        function = "pc::matmul_acc_bf16" if b in self.bf16_operands else "pc::matmul_acc"
+        b_source = self.nt_operands.get(b, self.bf16_operands.get(b, b))
+        lda, ldb = self.views.get(a, k), self.views.get(b_source, k if b in self.nt_operands else n)
+        function = "pc::matmul_nt_acc" if b in self.nt_operands else "pc::matmul_acc"
+        if self.block.values[b_source].dtype == DType.BFLOAT16:
+            function += "_bf16"
         batch = shape[:-2]
-        a_strides = _broadcast_strides(a_shape[:-2], batch) if batch else []
-        b_strides = _broadcast_strides(b_shape[:-2], batch) if batch else []
-        out_strides = _strides(batch) if batch else []
+        a_off = _offset(self._batch_strides(a, a_shape, batch))
+        b_off = _offset(self._batch_strides(b_source, b_shape, batch))
         self.fill(f"v{out}", math.prod(shape), "0.0f")
-        call = (f"{function}(v{a} + ({_offset([s * m * k for s in a_strides])}), {lda}, "
-                f"v{b_source} + ({_offset([s * k * n for s in b_strides])}), {ldb}, "
-                f"v{out} + ({_offset([s * m * n for s in out_strides])}), {n}, {m}, {n}, {k});")
+        call = (f"{function}(v{a} + ({a_off}), {lda}, v{b_source} + ({b_off}), {ldb}, "
+                f"v{out} + ({_offset(_strides(batch) if batch else [])}) * {m * n}, {n}, {m}, {n}, {k});")
         self.loops(batch, call)
+
+    def _batch_strides(self, value: int, shape: Sequence[int], batch: Sequence[int]) -> list[int]:
+        """Element strides of a matmul operand's leading dims along the output's batch dims (0 where it
+        broadcasts): the source's strides for a view, the tile's for a buffer."""
+        if not batch:
+            return []
+        lead = list(shape[:-2])
+        if value in self.view_strides:
+            source = self.view_strides[value][:-2]
+            return [0 if d == 1 and t != 1 else s for d, t, s in zip(lead, batch, source)]
+        rows_cols = shape[-2] * shape[-1]
+        return [s * rows_cols for s in _broadcast_strides(lead, batch)]
 
     # -- accumulators --------------------------------------------------------------------------
 

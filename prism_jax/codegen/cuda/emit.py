@@ -46,6 +46,8 @@ __device__ __forceinline__ float p_logistic(float x) {
 class CudaKernelEmitter(KernelEmitter):
     BF16_TO_F32 = "p_bf16_to_f32"
     F32_TO_BF16 = "p_f32_to_bf16"
+    BATCHED_VIEWS = False  # its matmul indexes views as unit-batch tiles
+    TRANSPOSED_VIEWS = False
 
     def __init__(self, block: BlockGraph, source_types: Sequence[TensorType], symbol: str,
                  threads: int = THREADS) -> None:
@@ -90,7 +92,7 @@ class CudaKernelEmitter(KernelEmitter):
         for v, t in enumerate(self.block.values):
             if v in self.views:
                 self.w(f"const {_ctype(t)}* v{v} = nullptr;  // read in place from global memory")
-            elif v not in self.bf16_operands:
+            elif v not in self.elided:
                 n = max(1, math.prod(_shape(t)))
                 self.w(f"{_ctype(t)}* v{v} = reinterpret_cast<{_ctype(t)}*>(smem + "
                        f"{self._carve(n * t.dtype.itemsize)});")
