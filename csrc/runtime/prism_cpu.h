@@ -180,6 +180,26 @@ inline void f32_to_bf16(const float* src, std::uint16_t* dst, std::int64_t n) {
 // matmul
 // ---------------------------------------------------------------------------
 
+#if defined(PRISM_CPU_EXTERN_MATMUL)
+// Generated kernels call the matmuls compiled once per machine into the runtime
+// library (prism_cpu_runtime.cc): a kernel then compiles in a fraction of the
+// time its own copy of the micro-kernels would take.
+extern "C" void prism_cpu_matmul_acc(const float* A, std::int64_t lda, const float* B, std::int64_t ldb,
+                                     float* C, std::int64_t ldc, std::int64_t M, std::int64_t N,
+                                     std::int64_t K);
+extern "C" void prism_cpu_matmul_acc_bf16(const float* A, std::int64_t lda, const std::uint16_t* B,
+                                          std::int64_t ldb, float* C, std::int64_t ldc, std::int64_t M,
+                                          std::int64_t N, std::int64_t K);
+inline void matmul_acc(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+                       std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  prism_cpu_matmul_acc(A, lda, B, ldb, C, ldc, M, N, K);
+}
+inline void matmul_acc_bf16(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb,
+                            float* C, std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  prism_cpu_matmul_acc_bf16(A, lda, B, ldb, C, ldc, M, N, K);
+}
+#else  // the micro-kernels themselves
+
 namespace detail {
 
 // Most rows of C one micro-kernel keeps in registers: MR x 2 accumulators
@@ -818,6 +838,7 @@ inline void matmul_acc_bf16(const float* A, std::int64_t lda, const std::uint16_
   detail::matmul_acc_scalar(A, lda, B, ldb, C, ldc, M, N, K);
 #endif
 }
+#endif  // PRISM_CPU_EXTERN_MATMUL
 
 // ---------------------------------------------------------------------------
 // Grid blocks over a thread pool

@@ -50,7 +50,7 @@ def test_thread_counts_give_the_same_result_from_one_compiled_kernel(threads, mo
     got = jax.jit(cpp.kernel_graph_function(graph, cpp.CppOptions(threads=threads)))(*inputs)
     for e, g in zip(expected, got):
         np.testing.assert_allclose(np.asarray(g), e, rtol=2e-5, atol=2e-5)
-    assert len(set(compiled)) <= 1
+    assert len({src for src in compiled if "XLA_FFI_DEFINE_HANDLER" in src}) <= 1  # kernels, not the runtime
 
 
 def test_partial_sums_over_a_grid_dim_are_refused_with_a_reason():
@@ -100,7 +100,7 @@ def test_two_processes_compiling_one_kernel_both_work(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-2000:]
-    assert len(list((tmp_path / "kernels").glob("*.so"))) == 1
+    assert len(list((tmp_path / "kernels").glob("*.so"))) == 2  # the kernel and the runtime library, once each
 
 
 @needs_compiler

@@ -65,8 +65,21 @@ def include_dirs() -> list[str]:
     return [jax.ffi.include_dir(), str(native.runtime_include_dir())]
 
 
+RUNTIME_SOURCE = "prism_cpu_runtime.cc"  # prism_cpu.h's matmuls, compiled once per machine
+
+
 def library_for(source: str) -> pathlib.Path:
-    """The compiled library of ``source`` (built now unless cached)."""
+    """The compiled library of ``source`` (built now unless cached), linked against the runtime library
+    (:func:`runtime_library`) found next to it."""
+    runtime = runtime_library()
+    link = (f"-L{runtime.parent}", f"-l:{runtime.name}", "-Wl,-rpath,$ORIGIN")
+    return build_cached(source, compiler(), (*FLAGS, "-DPRISM_CPU_EXTERN_MATMUL"), include_dirs(), ".cc",
+                        context=_host_context(), link=link)
+
+
+def runtime_library() -> pathlib.Path:
+    """The runtime's matmuls compiled for this machine (once; cached like the kernels)."""
+    source = (native.runtime_include_dir() / RUNTIME_SOURCE).read_text()
     return build_cached(source, compiler(), FLAGS, include_dirs(), ".cc", context=_host_context())
 
 
@@ -76,7 +89,7 @@ def _host_context() -> str:
     rebuild) and, for ``-march=native``, this CPU's model and ISA flags (a cache shared with another
     machine must not load code for instructions this one lacks)."""
     digest = hashlib.sha256()
-    for header in sorted(native.runtime_include_dir().glob("*.h")):
+    for header in sorted([*native.runtime_include_dir().glob("*.h"), *native.runtime_include_dir().glob("*.cc")]):
         digest.update(header.name.encode() + b"\0" + header.read_bytes())
     try:
         cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
@@ -88,26 +101,28 @@ def _host_context() -> str:
 
 
 def build_cached(source: str, tool: str, flags: Sequence[str], includes: Sequence[str], suffix: str,
-                 output: str = ".so", context: str = "") -> pathlib.Path:
-    """``tool flags -I... source -o <cache dir>/kernels/<hash><output>``, unless already there. The hash
-    covers the source, flags, the tool's version, jax's version, the include dirs and ``context``
-    (whatever else the result depends on)."""
-    key = hashlib.sha256("\0".join([source, " ".join(flags), _compiler_version(tool), jax.__version__,
-                                    *includes, context]).encode()).hexdigest()[:32]
+                 output: str = ".so", context: str = "", link: Sequence[str] = ()) -> pathlib.Path:
+    """``tool flags -I... source link -o <cache dir>/kernels/<hash><output>``, unless already there. The
+    hash covers the source, flags, link arguments, the tool's version, jax's version, the include dirs
+    and ``context`` (whatever else the result depends on)."""
+    key = hashlib.sha256("\0".join([source, " ".join(flags), " ".join(link), _compiler_version(tool),
+                                    jax.__version__, *includes, context]).encode()).hexdigest()[:32]
     directory = cache_dir() / "kernels"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{key}{output}"
     if not path.exists():
-        _compile([tool, *flags, *(f"-I{d}" for d in includes)], source, suffix, path)
+        _compile([tool, *flags, *(f"-I{d}" for d in includes)], source, suffix, path, link)
     return path
 
 
-def _compile(command: list[str], source: str, suffix: str, path: pathlib.Path) -> None:
+def _compile(command: list[str], source: str, suffix: str, path: pathlib.Path, link: Sequence[str] = ()) -> None:
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         src = pathlib.Path(tmp) / f"kernel{suffix}"
         src.write_text(source)
         out = pathlib.Path(tmp) / f"kernel{path.suffix}"
-        result = subprocess.run([*command, str(src), "-o", str(out)], capture_output=True, text=True, timeout=600)
+        # libraries after the source: with --as-needed a library named before its users is dropped
+        result = subprocess.run([*command, str(src), *link, "-o", str(out)], capture_output=True, text=True,
+                                timeout=600)
         if result.returncode != 0:
             raise CompileError(f"{command[0]} failed on a generated kernel:\n{result.stderr.strip()[:2000]}")
         os.replace(out, path)  # atomic: readers see no file or the whole file
