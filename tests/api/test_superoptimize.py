@@ -78,6 +78,52 @@ def test_workload_matches_jit_with_grad_and_vmap(name, prefill, dtype):
                 cuda.compile_object(cuda.kernel_source(op.block, [graph.values[v] for v in op.inputs], f"check{k}"))
 
 
+DECODE_CASES = [(name, dtype) for name, prefill, dtype in CASES if not prefill]
+
+
+@pytest.fixture
+def native_kernels_win(monkeypatch):
+    """The tuner's clock says every kernel beats XLA (XLA's program is timed first), so the native
+    kernels run whatever this machine measures: what is tested is that they compute the region."""
+    import prism_jax.tune.tuner as tuner
+    from prism_jax.tune.measure import Timing
+
+    calls = []
+
+    def fake_clock(fn, args, **kwargs):
+        calls.append(fn)
+        seconds = 2e-3 if len(calls) == 1 else 1e-3
+        return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
+
+    def tune_region(*args, **kwargs):
+        calls.clear()
+        return real_tune_region(*args, **kwargs)
+
+    real_tune_region = tuner.tune_region
+    monkeypatch.setattr(tuner, "time_chained", fake_clock)
+    monkeypatch.setattr(sys.modules["prism_jax.api.superoptimize"], "tune_region", tune_region)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,dtype", DECODE_CASES, ids=[f"{n}-{jnp.dtype(d).name}" for n, d in DECODE_CASES])
+def test_workload_native_cpu_kernels_match_jit_with_grad_and_vmap(name, dtype, native_kernels_win):
+    workload = prism_jax.workloads.get_workload(name)
+    fn = workload.fn_for(workload.small)
+    args = workload.make_args(workload.small, dtype)
+    tune = prism_jax.TuneConfig(candidates=1, sizes_per_candidate=1, cpu_threads=(0,), iterations=2, repeats=1)
+    optimized = prism_jax.superoptimize(fn, backend="cpu", search_config=SEARCH, tune_config=tune, progress=False)
+    assert_close(optimized(*args), jax.jit(fn)(*args), dtype)
+    report = optimized.explain(*args)
+    assert any(p.uses_kernel for p in report.plan.regions), str(report)
+    probe = jax.random.normal(jax.random.key(7), jax.eval_shape(fn, *args).shape)
+    grads = jax.grad(loss(optimized, probe), argnums=tuple(range(len(args))))(*args)
+    expected = jax.grad(loss(fn, probe), argnums=tuple(range(len(args))))(*args)
+    for g, e in zip(grads, expected):
+        assert_close(g, e, dtype)
+    batch = jnp.stack([args[0], -args[0]])
+    assert_close(jax.vmap(lambda x: optimized(x, *args[1:]))(batch), jax.vmap(lambda x: fn(x, *args[1:]))(batch), dtype)
+
+
 def power_of_two_tiles(graph):
     return all(int(d) & (int(d) - 1) == 0 for op in graph.custom_kernels for t in op.block.values for d in t.shape)
 
