@@ -42,6 +42,17 @@ def loss(fn, probe):
     return lambda *args: jnp.sum(fn(*args).astype(jnp.float32) * probe)
 
 
+def assert_grad_and_vmap_match(optimized, fn, args, dtype):
+    """jax.grad (of a random projection) and jax.vmap through ``optimized`` equal them through ``fn``."""
+    probe = jax.random.normal(jax.random.key(7), jax.eval_shape(fn, *args).shape)
+    grads = jax.grad(loss(optimized, probe), argnums=tuple(range(len(args))))(*args)
+    expected = jax.grad(loss(fn, probe), argnums=tuple(range(len(args))))(*args)
+    for g, e in zip(grads, expected):
+        assert_close(g, e, dtype)
+    batch = jnp.stack([args[0], -args[0]])
+    assert_close(jax.vmap(lambda x: optimized(x, *args[1:]))(batch), jax.vmap(lambda x: fn(x, *args[1:]))(batch), dtype)
+
+
 CASES = [(w.name, prefill, dtype) for w in WORKLOADS.values() for prefill in ([False, True] if w.small_prefill else [False])
          for dtype in (jnp.float32, jnp.bfloat16)]
 
@@ -59,13 +70,7 @@ def test_workload_matches_jit_with_grad_and_vmap(name, prefill, dtype):
     report = optimized.explain(*args)
     assert report.plan.regions and all(p.uses_kernel or p.note for p in report.plan.regions)
     assert any(p.uses_kernel for p in report.plan.regions), str(report)
-    probe = jax.random.normal(jax.random.key(7), jax.eval_shape(fn, *args).shape)
-    grads = jax.grad(loss(optimized, probe), argnums=tuple(range(len(args))))(*args)
-    expected = jax.grad(loss(fn, probe), argnums=tuple(range(len(args))))(*args)
-    for g, e in zip(grads, expected):
-        assert_close(g, e, dtype)
-    batch = jnp.stack([args[0], -args[0]])
-    assert_close(jax.vmap(lambda x: optimized(x, *args[1:]))(batch), jax.vmap(lambda x: fn(x, *args[1:]))(batch), dtype)
+    assert_grad_and_vmap_match(optimized, fn, args, dtype)
     for plan in report.plan.regions:  # what would run on a GPU lowers for CUDA here (Triton needs 2^k tiles)
         if plan.uses_kernel and power_of_two_tiles(plan.choice.graph):
             graph = plan.choice.graph
@@ -115,13 +120,7 @@ def test_workload_native_cpu_kernels_match_jit_with_grad_and_vmap(name, dtype, n
     assert_close(optimized(*args), jax.jit(fn)(*args), dtype)
     report = optimized.explain(*args)
     assert any(p.uses_kernel for p in report.plan.regions), str(report)
-    probe = jax.random.normal(jax.random.key(7), jax.eval_shape(fn, *args).shape)
-    grads = jax.grad(loss(optimized, probe), argnums=tuple(range(len(args))))(*args)
-    expected = jax.grad(loss(fn, probe), argnums=tuple(range(len(args))))(*args)
-    for g, e in zip(grads, expected):
-        assert_close(g, e, dtype)
-    batch = jnp.stack([args[0], -args[0]])
-    assert_close(jax.vmap(lambda x: optimized(x, *args[1:]))(batch), jax.vmap(lambda x: fn(x, *args[1:]))(batch), dtype)
+    assert_grad_and_vmap_match(optimized, fn, args, dtype)
 
 
 def power_of_two_tiles(graph):

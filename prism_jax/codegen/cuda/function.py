@@ -9,16 +9,14 @@ and lowering for CUDA do, running does not). The predefined ops between kernels 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from typing import Callable
 
 import jax
 
 from prism_jax.codegen.cuda.build import ffi_target
 from prism_jax.codegen.cuda.emit import THREADS, kernel_source
-from prism_jax.codegen.graph_function import graph_function
-from prism_jax.frontend.to_jax import jax_dtype
-from prism_jax.ir import IRError, KernelGraph, OpKind, is_concrete_graph
+from prism_jax.codegen.graph_function import graph_function, native_kernels
+from prism_jax.ir import KernelGraph
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,23 +33,13 @@ class CudaOptions:
 def custom_kernel_targets(graph: KernelGraph, options: CudaOptions = CudaOptions()) -> dict[int, str]:
     """Op index → registered FFI target name, for each custom kernel of ``graph`` (concrete); built by
     nvcc unless cached, registered once per process."""
-    if not is_concrete_graph(graph):
-        raise IRError(f"kernel graph {graph.name!r} has symbolic sizes; instantiate it before codegen")
-    targets = {}
-    for i, op in enumerate(graph.ops):
-        if op.kind == OpKind.CUSTOM_KERNEL:
-            sources = [graph.values[v] for v in op.inputs]
-            symbol = "k" + hashlib.sha256(repr((op.block, sources)).encode()).hexdigest()[:16]
-            targets[i] = ffi_target(kernel_source(op.block, sources, symbol, options.threads), symbol)
-    return targets
+    return {i: ffi_target(kernel_source(op.block, sources, symbol, options.threads), symbol)
+            for i, op, sources, symbol, _ in native_kernels(graph)}
 
 
 def kernel_graph_function(graph: KernelGraph, options: CudaOptions = CudaOptions()) -> Callable[..., list]:
     """A traceable JAX function computing ``graph`` (concrete) with each custom kernel a CUDA custom call
     (``jax.ffi.ffi_call``; under ``jax.vmap`` the kernel runs once per batch element)."""
-    calls = {}
-    for i, target in custom_kernel_targets(graph, options).items():
-        outs = [jax.ShapeDtypeStruct(tuple(int(d) for d in graph.values[v].shape), jax_dtype(graph.values[v]))
-                for v in graph.ops[i].outputs]
-        calls[i] = jax.ffi.ffi_call(target, outs, vmap_method="sequential")
+    targets = custom_kernel_targets(graph, options)
+    calls = {i: jax.ffi.ffi_call(targets[i], outs, vmap_method="sequential") for i, _, _, _, outs in native_kernels(graph)}
     return graph_function(graph, calls)
