@@ -6,6 +6,7 @@ The tuner and ``benchmarks/gpu.py`` time with it."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -51,6 +52,7 @@ def perturb(args: tuple, out: Any, first: tuple | None = None) -> tuple:
     return tuple(jax.tree.map(move, a, c) for a, c in zip(args, first))
 
 
+@functools.lru_cache(maxsize=64)  # timing rounds of one program reuse its compiled loop
 def chained_loop(fn: Callable, trips: int, unroll: int) -> Callable:
     """A jitted ``trips x unroll`` calls of ``fn(*args)``, each call's inputs perturbed by the previous
     call's output (:func:`perturb`), so XLA can neither hoist a call (or part of one) out of the loop
@@ -80,7 +82,7 @@ def time_chained(fn: Callable, args: Sequence[Any], *, iterations: int = 100, re
     unroll = max(1, min(unroll, iterations))
     trips = math.ceil(iterations / unroll)
     loop = chained_loop(fn, trips, unroll)
-    for _ in range(max(1, warmup)):
+    for _ in range(max(0, warmup)):  # the first run compiles: warmup=0 only for a loop already run
         jax.block_until_ready(loop(*args))
     samples = []
     for _ in range(max(1, repeats)):

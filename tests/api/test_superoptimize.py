@@ -88,7 +88,7 @@ DECODE_CASES = [(name, dtype) for name, prefill, dtype in CASES if not prefill]
 
 @pytest.fixture
 def native_kernels_win(monkeypatch):
-    """The tuner's clock says every kernel beats XLA (XLA's program is timed first), so the native
+    """The tuner's clock says every kernel beats XLA (the first program it times), so the native
     kernels run whatever this machine measures: what is tested is that they compute the region."""
     import prism_jax.tune.tuner as tuner
     from prism_jax.tune.measure import Timing
@@ -97,7 +97,7 @@ def native_kernels_win(monkeypatch):
 
     def fake_clock(fn, args, **kwargs):
         calls.append(fn)
-        seconds = 2e-3 if len(calls) == 1 else 1e-3
+        seconds = 2e-3 if fn is calls[0] else 1e-3
         return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
 
     def tune_region(*args, **kwargs):
@@ -241,9 +241,9 @@ def test_cpu_backend_native_kernels_compose_with_grad_and_vmap(monkeypatch, tmp_
     monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
 
-    def fake_clock(fn, args, **kwargs):  # the tuner times XLA's program first, then the kernels
+    def fake_clock(fn, args, **kwargs):  # XLA's program is the first the tuner times
         calls.append(fn)
-        seconds = 2e-3 if len(calls) == 1 else 1e-3
+        seconds = 2e-3 if fn is calls[0] else 1e-3
         return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
 
     monkeypatch.setattr(tuner, "time_chained", fake_clock)
@@ -267,9 +267,9 @@ def test_cpu_backend_keeps_xla_when_it_is_faster_and_shows_what_was_found(monkey
 
     calls = []
 
-    def fake_clock(fn, args, **kwargs):  # XLA's program is timed first: it wins
+    def fake_clock(fn, args, **kwargs):  # XLA's program (the first timed) wins
         calls.append(fn)
-        seconds = 1e-3 if len(calls) == 1 else 2e-3
+        seconds = 1e-3 if fn is calls[0] else 2e-3
         return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
 
     monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path / "cache"))

@@ -98,7 +98,7 @@ def test_device_path_times_programs_against_xla_and_keeps_the_faster(monkeypatch
     def clock(fn, args, **kwargs):  # a real run of the program, then a fixed time: XLA 1 ms, kernels 2 ms
         jax.block_until_ready(fn(*args))
         timed_calls.append(fn)
-        seconds = 1e-3 if len(timed_calls) == 1 else 2e-3
+        seconds = 1e-3 if fn is timed_calls[0] else 2e-3
         return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
 
     monkeypatch.setattr(tuner, "time_chained", clock)
@@ -136,3 +136,35 @@ def test_cuda_target_builds_cuda_custom_calls_and_reads_its_options():
     specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in random_inputs(graph, seed=0)]
     text = jax.jit(fn).trace(*specs).lower(lowering_platforms=("cuda",)).as_text()
     assert "stablehlo.custom_call @prism_" in text
+
+
+def test_device_times_interleave_programs_in_rounds_and_take_the_median(monkeypatch):
+    """Every round times each program once, in order; a slow moment in one round does not decide."""
+    import prism_jax.tune.tuner as tuner
+    from prism_jax.tune.measure import Timing
+
+    order, slow_round = [], {3}  # the kernel's call in the first timed round (after 2 warm-ups) is slow
+
+    def clock(fn, args, **kwargs):
+        order.append(fn)
+        seconds = (1e-3 if fn == "xla" else 0.9e-3) * (10 if len(order) - 1 in slow_round else 1)
+        return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
+
+    monkeypatch.setattr(tuner, "time_chained", clock)
+    times = tuner._device_times(["xla", "kernel"], (), TuneConfig(repeats=3))
+    assert order == ["xla", "kernel"] * 4  # warm-up pass, then three rounds
+    assert times == [pytest.approx(1e-3), pytest.approx(0.9e-3)]
+
+
+def test_a_kernel_must_be_clearly_faster_than_xla(monkeypatch):
+    import prism_jax.tune.tuner as tuner
+    from prism_jax.codegen.pallas import PallasOptions
+
+    monkeypatch.setattr(tuner, "_launch_options", lambda target, config: [PallasOptions(interpret=True)])
+    monkeypatch.setattr(tuner, "_device_times", lambda fns, args, config: [1e-3] + [0.99e-3] * (len(fns) - 1))
+    region, symbolic, sizes = problem()
+    timed = Target("cpu-timed", H100_SXM, interpret=False)
+    choice = tune_region(region, [(symbolic, sizes)], timed, TuneConfig(min_speedup=1.03, use_cache=False))
+    assert not choice.uses_kernel and "not clearly faster" in choice.reason
+    choice = tune_region(region, [(symbolic, sizes)], timed, TuneConfig(min_speedup=1.0, use_cache=False))
+    assert choice.uses_kernel and choice.measured_s == pytest.approx(0.99e-3)
