@@ -160,6 +160,24 @@ class KernelEmitter:
             if final != inp.value:
                 self.elided |= set(between) | {final}
                 (self.nt_operands if transposed else self.bf16_operands)[final] = inp.value
+        if self.TRANSPOSED_VIEWS:
+            self._plan_computed_transposes(users, outputs)
+
+    def _plan_computed_transposes(self, users: dict, outputs: set) -> None:
+        """A computed float32 tile whose transpose only feeds matmuls as their right operand is not
+        transposed: the matmul takes dot products with its rows (e.g. q @ k^T with k normalized in the
+        kernel)."""
+        for op in self.block.ops:
+            if op.kind != OpKind.TRANSPOSE or not _swaps_last_two(op):
+                continue
+            src, out = op.inputs[0], op.outputs[0]
+            readers = users.get(out, [])
+            if (out in self.elided or out in outputs or src in self.view_strides or not readers
+                    or self.block.values[src].dtype != DType.FLOAT32
+                    or not all(r.kind == OpKind.MATMUL and r.inputs[1] == out and r.inputs[0] != out for r in readers)):
+                continue
+            self.nt_operands[out] = src
+            self.elided.add(out)
 
     def _operand_chain(self, value: int, users: dict, outputs: set) -> tuple[int, bool, list[int]] | None:
         """(the value the matmuls read, whether it is transposed, the values in between) when ``value``
