@@ -84,6 +84,24 @@ def test_a_corrupt_cached_library_is_rebuilt(tmp_path, monkeypatch):
 
 
 @needs_compiler
+def test_a_corrupt_runtime_library_is_rebuilt(tmp_path, monkeypatch):
+    from prism_jax.codegen.cpp import build
+
+    from prism_jax import native
+
+    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path))
+    source = (native.runtime_include_dir() / build.RUNTIME_SOURCE).read_text()
+    runtime = build.build_cached(source, build.compiler(), build.FLAGS, build.include_dirs(), ".cc",
+                                 context=build._host_context())  # built, not loaded (a loaded file stays loaded)
+    runtime.write_bytes(b"not a shared library")
+    graph = instantiate_example("rmsnorm_matmul", {"grid": (2, 4), "forloop": 4})
+    inputs = random_inputs(graph, seed=0)
+    got = jax.jit(cpp.kernel_graph_function(graph))(*inputs)
+    np.testing.assert_allclose(np.asarray(got[0]), evaluate(graph, *inputs)[0], rtol=2e-5, atol=2e-5)
+    assert runtime.stat().st_size > 1000
+
+
+@needs_compiler
 def test_two_processes_compiling_one_kernel_both_work(tmp_path):
     script = (
         "import sys, numpy as np, jax\n"

@@ -9,6 +9,7 @@ raise :class:`CompileError` with the reason (the tuner then keeps XLA and says w
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import logging
@@ -78,9 +79,23 @@ def library_for(source: str) -> pathlib.Path:
 
 
 def runtime_library() -> pathlib.Path:
-    """The runtime's matmuls compiled for this machine (once; cached like the kernels)."""
+    """The runtime's matmuls compiled for this machine (once; cached like the kernels). A cached copy
+    that does not load (a corrupt file) is rebuilt."""
     source = (native.runtime_include_dir() / RUNTIME_SOURCE).read_text()
-    return build_cached(source, compiler(), FLAGS, include_dirs(), ".cc", context=_host_context())
+    path = build_cached(source, compiler(), FLAGS, include_dirs(), ".cc", context=_host_context())
+    if str(path) not in _loadable:
+        try:
+            ctypes.CDLL(str(path))
+        except OSError as err:
+            log.warning("rebuilding %s, which did not load (%s)", path, err)
+            path.unlink(missing_ok=True)
+            path = build_cached(source, compiler(), FLAGS, include_dirs(), ".cc", context=_host_context())
+            ctypes.CDLL(str(path))
+        _loadable.add(str(path))
+    return path
+
+
+_loadable: set[str] = set()  # runtime libraries this process has loaded
 
 
 @functools.lru_cache(maxsize=1)
