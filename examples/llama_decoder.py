@@ -5,8 +5,8 @@ KV cache.
     python examples/llama_decoder.py            # tiny block, Pallas interpret mode on CPU
     python examples/llama_decoder.py --dtype bfloat16
 
-On a machine without a GPU the kernels run in Pallas interpret mode (numerics only); on a GPU pass
-``--backend pallas`` to run tuned kernels. The first run searches and tunes (cached on disk); later
+By default the kernels run in Pallas interpret mode (numerics only, any machine); ``--backend cpu``
+runs native CPU kernels timed against XLA, ``--backend pallas`` tuned GPU kernels. The first run searches and tunes (cached on disk); later
 runs take their plans from the cache.
 """
 
@@ -58,7 +58,7 @@ def run(dtype=jnp.float32, backend: str = "interpret", time_limit_s: float = 20.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--backend", default="interpret", choices=("interpret", "pallas", "auto", "xla"))
+    parser.add_argument("--backend", default="interpret", choices=("interpret", "cpu", "pallas", "cuda", "auto", "xla"))
     parser.add_argument("--time-limit", type=float, default=20.0, help="search seconds per region")
     args = parser.parse_args()
     run(jnp.dtype(args.dtype), args.backend, args.time_limit)
