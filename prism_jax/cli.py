@@ -97,7 +97,7 @@ def _h100_estimates(plan) -> tuple[float, float]:
     for p in plan.regions:
         xla = estimate(p.region.graph, H100_SXM).seconds
         best = xla
-        for candidate in (p.search.candidates if p.search is not None else ())[:3]:
+        for candidate in (p.search.candidates if p.search is not None else ())[:10]:
             ranked = ranked_sizes(candidate.graph, H100_SXM, p.search.sizes, 1, rules=TRITON)
             best = min([best] + [r.seconds for r in ranked])
         prism_s, xla_s = prism_s + best, xla_s + xla
