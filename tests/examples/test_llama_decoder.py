@@ -57,31 +57,6 @@ def test_grad_and_vmap_through_the_superoptimized_block():
                                np.asarray(jax.vmap(lambda x: fn(params, x))(batch)), rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture
-def native_kernels_win(monkeypatch):
-    """The tuner's clock says every native kernel beats XLA (the first program timed per region), so the
-    kernels run whatever this machine measures: what is tested is that they compute the block."""
-    import sys
-
-    import prism_jax.tune.tuner as tuner
-    from prism_jax.tune.measure import Timing
-
-    calls = []
-
-    def fake_clock(fn, args, **kwargs):
-        calls.append(fn)
-        seconds = 2e-3 if fn is calls[0] else 1e-3
-        return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
-
-    def tune_region(*args, **kwargs):
-        calls.clear()
-        return real(*args, **kwargs)
-
-    real = tuner.tune_region
-    monkeypatch.setattr(tuner, "time_chained", fake_clock)
-    monkeypatch.setattr(sys.modules["prism_jax.api.superoptimize"], "tune_region", tune_region)
-
-
 @pytest.mark.slow
 def test_native_cpu_kernels_in_the_block_match_jit_with_grad_and_vmap(native_kernels_win):
     """float32 (bfloat16 native kernels are checked per workload in tests/api)."""
