@@ -82,14 +82,18 @@ def runtime_library() -> pathlib.Path:
     """The runtime's matmuls compiled for this machine (once; cached like the kernels). A cached copy
     that does not load (a corrupt file) is rebuilt."""
     source = (native.runtime_include_dir() / RUNTIME_SOURCE).read_text()
-    path = build_cached(source, compiler(), FLAGS, include_dirs(), ".cc", context=_host_context())
+
+    def build() -> pathlib.Path:
+        return build_cached(source, compiler(), FLAGS, include_dirs(), ".cc", context=_host_context())
+
+    path = build()
     if str(path) not in _loadable:
         try:
             ctypes.CDLL(str(path))
         except OSError as err:
             log.warning("rebuilding %s, which did not load (%s)", path, err)
             path.unlink(missing_ok=True)
-            path = build_cached(source, compiler(), FLAGS, include_dirs(), ".cc", context=_host_context())
+            path = build()
             ctypes.CDLL(str(path))
         _loadable.add(str(path))
     return path

@@ -124,12 +124,16 @@ class KernelEmitter:
         self.grid = [int(g) for g in block.grid]
         self.forloop = int(block.forloop)
         self.w = _Writer()
-        self.views: dict[int, int] = {}  # block input read in place → its row stride in the source
         self.view_strides: dict[int, list[int]] = {}  # block input read in place → the source's strides
         self.bf16_operands: dict[int, int] = {}  # matmul operand → the bf16 input it widens in registers
         self.nt_operands: dict[int, int] = {}  # matmul operand → the input it reads transposed (rows of B^T)
         self.elided: set[int] = set()  # values never computed (the matmul reads their input instead)
         self._plan_views()
+
+    @property
+    def views(self) -> dict[int, int]:
+        """Block input read in place → its row stride in the source."""
+        return {v: strides[-2] for v, strides in self.view_strides.items()}
 
     # whether views may have leading (batch) dims, and whether a transposed operand is read in place
     # (the CUDA emitter does neither)
@@ -155,8 +159,7 @@ class KernelEmitter:
             if chain is None:
                 continue
             final, transposed, between = chain
-            strides = _strides(_shape(self.sources[inp.source]))
-            self.views[inp.value], self.view_strides[inp.value] = strides[-2], strides
+            self.view_strides[inp.value] = _strides(_shape(self.sources[inp.source]))
             if final != inp.value:
                 self.elided |= set(between) | {final}
                 (self.nt_operands if transposed else self.bf16_operands)[final] = inp.value

@@ -33,13 +33,16 @@ class CudaOptions:
 def custom_kernel_targets(graph: KernelGraph, options: CudaOptions = CudaOptions()) -> dict[int, str]:
     """Op index → registered FFI target name, for each custom kernel of ``graph`` (concrete); built by
     nvcc unless cached, registered once per process."""
-    return {i: ffi_target(kernel_source(op.block, sources, symbol, options.threads), symbol)
-            for i, op, sources, symbol, _ in native_kernels(graph)}
+    return {i: _target(op, sources, symbol, options) for i, op, sources, symbol, _ in native_kernels(graph)}
 
 
 def kernel_graph_function(graph: KernelGraph, options: CudaOptions = CudaOptions()) -> Callable[..., list]:
     """A traceable JAX function computing ``graph`` (concrete) with each custom kernel a CUDA custom call
     (``jax.ffi.ffi_call``; under ``jax.vmap`` the kernel runs once per batch element)."""
-    targets = custom_kernel_targets(graph, options)
-    calls = {i: jax.ffi.ffi_call(targets[i], outs, vmap_method="sequential") for i, _, _, _, outs in native_kernels(graph)}
+    calls = {i: jax.ffi.ffi_call(_target(op, sources, symbol, options), outs, vmap_method="sequential")
+             for i, op, sources, symbol, outs in native_kernels(graph)}
     return graph_function(graph, calls)
+
+
+def _target(op, sources, symbol: str, options: CudaOptions) -> str:
+    return ffi_target(kernel_source(op.block, sources, symbol, options.threads), symbol)
