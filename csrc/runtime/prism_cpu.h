@@ -6,8 +6,9 @@
 // PRISM_CPU_NO_SIMD defined) a portable scalar path computes the same
 // results (up to float32 summation order; the conversions bit for bit).
 // With AVX-512F/BW/VL as well the matmuls use zmm registers (PRISM_CPU_AVX512;
-// PRISM_CPU_NO_AVX512 keeps them on the AVX2 path).  Nothing here allocates
-// on the heap or uses OpenMP: callers parallelize over tiles and call these
+// PRISM_CPU_NO_AVX512 keeps them on the AVX2 path).  Nothing here uses OpenMP,
+// and only matmul_acc_bf16_dot allocates (per-thread buffers, grown once to
+// the largest call): callers parallelize over tiles and call these
 // on one tile per thread.  A matmul call uses up to about 80 KiB of stack
 // (AVX2) or 11 KiB (AVX-512).
 //
@@ -16,6 +17,8 @@
 //   matmul_acc       C[M,N] += A[M,K] @ B[K,N]                 (float32)
 //   matmul_acc_bf16  the same with B given as bfloat16 bits, widened to
 //                    float32 in registers (B is streamed once)
+//   matmul_acc_bf16_dot  bfloat16 x bfloat16 (A rounded), on AMX tiles where
+//                    available (prism_cpu_amx.h)
 //   parallel_blocks  run a kernel's grid blocks on a caller-supplied thread
 //                    pool (XLA's intra-op pool: no second pool competing
 //                    with XLA's for the cores)
@@ -79,6 +82,7 @@
 #include <memory>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && !defined(PRISM_CPU_NO_SIMD)
 #include <immintrin.h>
@@ -93,6 +97,8 @@
 #else
 #define PRISM_CPU_AVX512 0
 #endif
+
+#include "prism_cpu_amx.h"
 
 // Full unrolling of the fixed-trip loops of the micro-kernel, so that its
 // accumulator arrays live in registers.
@@ -197,6 +203,13 @@ inline void matmul_acc(const float* A, std::int64_t lda, const float* B, std::in
 inline void matmul_acc_bf16(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb,
                             float* C, std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
   prism_cpu_matmul_acc_bf16(A, lda, B, ldb, C, ldc, M, N, K);
+}
+extern "C" void prism_cpu_matmul_acc_bf16_dot(const float* A, std::int64_t lda, const std::uint16_t* B,
+                                              std::int64_t ldb, float* C, std::int64_t ldc, std::int64_t M,
+                                              std::int64_t N, std::int64_t K);
+inline void matmul_acc_bf16_dot(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb,
+                                float* C, std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  prism_cpu_matmul_acc_bf16_dot(A, lda, B, ldb, C, ldc, M, N, K);
 }
 #else  // the micro-kernels themselves
 
@@ -837,6 +850,28 @@ inline void matmul_acc_bf16(const float* A, std::int64_t lda, const std::uint16_
 #else
   detail::matmul_acc_scalar(A, lda, B, ldb, C, ldc, M, N, K);
 #endif
+}
+
+// C[M,N] += bf16(A) @ B with A rounded to bfloat16 (to nearest even) and B
+// given as bfloat16 bits: the product of two bfloat16 matrices, for programs
+// whose left operand is bfloat16 too.  On AMX tiles where the CPU, the
+// compiler flags and the OS allow (prism_cpu_amx.h); elsewhere the rounded A
+// goes through matmul_acc_bf16 (the same products, summed in another order).
+inline void matmul_acc_bf16_dot(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb,
+                                float* C, std::int64_t ldc, std::int64_t M, std::int64_t N,
+                                std::int64_t K) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+#if PRISM_CPU_AMX
+  if (M >= amx::kMinRows && amx::available()) {
+    amx::matmul_acc(A, lda, B, ldb, C, ldc, M, N, K);
+    return;
+  }
+#endif
+  static thread_local std::vector<float> rounded;
+  if (static_cast<std::int64_t>(rounded.size()) < M * K) rounded.resize(M * K);
+  for (std::int64_t i = 0; i < M; ++i)
+    for (std::int64_t k = 0; k < K; ++k) rounded[i * K + k] = bf16_to_f32(f32_to_bf16(A[i * lda + k]));
+  matmul_acc_bf16(rounded.data(), K, B, ldb, C, ldc, M, N, K);
 }
 #endif  // PRISM_CPU_EXTERN_MATMUL
 

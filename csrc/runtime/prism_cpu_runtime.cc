@@ -16,3 +16,9 @@ PRISM_CPU_EXPORT void prism_cpu_matmul_acc_bf16(const float* A, std::int64_t lda
                                                 std::int64_t N, std::int64_t K) {
   prism_jax::cpu::matmul_acc_bf16(A, lda, B, ldb, C, ldc, M, N, K);
 }
+
+PRISM_CPU_EXPORT void prism_cpu_matmul_acc_bf16_dot(const float* A, std::int64_t lda, const std::uint16_t* B,
+                                                    std::int64_t ldb, float* C, std::int64_t ldc, std::int64_t M,
+                                                    std::int64_t N, std::int64_t K) {
+  prism_jax::cpu::matmul_acc_bf16_dot(A, lda, B, ldb, C, ldc, M, N, K);
+}

@@ -142,3 +142,45 @@ def test_a_changed_runtime_header_rebuilds_the_kernel(tmp_path, monkeypatch):
     second = build.library_for(source)
     build._host_context.cache_clear()
     assert first != second and first.exists() and second.exists()
+
+
+def _bf16_matmul_graph(out_dtype):
+    """``A @ B`` with bfloat16 A and B (loads widened to float32 by converts, as the frontend builds
+    them), the result stored as ``out_dtype``: grid (1, 2), K through a 2-step loop."""
+    from prism_jax.ir import DType, TensorType
+    from prism_jax.ir.graph import BlockGraphBuilder, KernelGraphBuilder
+    from prism_jax.ir.maps import loop_map, map_from_dims
+    from prism_jax.ir.ops import OpKind
+
+    ta, tb = TensorType((8, 64), DType.BFLOAT16), TensorType((64, 96), DType.BFLOAT16)
+    kb = KernelGraphBuilder("bf16_matmul")
+    a_in, b_in = kb.input(ta, "A"), kb.input(tb, "B")
+    bb = BlockGraphBuilder((1, 2), 2)
+    a = bb.input(0, ta, map_from_dims(2, 2, [0, None]), loop_map(2, 1))
+    b = bb.input(1, tb, map_from_dims(2, 2, [None, 1]), loop_map(2, 0))
+    wide = [bb.op(OpKind.CONVERT, v, dtype=DType.FLOAT32) for v in (a, b)]
+    c = bb.accumulate(OpKind.ACCUM_SUM, bb.op(OpKind.MATMUL, *wide))
+    if out_dtype != DType.FLOAT32:
+        c = bb.op(OpKind.CONVERT, c, dtype=out_dtype)
+    bb.output(c, map_from_dims(2, 2, [0, 1]))
+    (out,) = kb.custom_kernel(bb.build([ta, tb]), a_in, b_in)
+    return kb.build([out])
+
+
+@needs_compiler
+@pytest.mark.parametrize("out", ["bfloat16", "float32"])
+def test_a_bfloat16_program_multiplies_bfloat16_matrices(out):
+    """Every float the kernel reads and writes bfloat16: its matmuls use the bfloat16 x bfloat16 runtime
+    call (AMX where the host has it); a float32 result (a mixed program) keeps the widening matmul."""
+    from prism_jax.ir import DType
+
+    graph = _bf16_matmul_graph(DType(out))
+    op = graph.custom_kernels[0]
+    source = cpp.kernel_source(op.block, [graph.values[v] for v in op.inputs], "bf16_probe")
+    assert ("pc::matmul_acc_bf16_dot(" in source) == (out == "bfloat16")
+    assert ("pc::matmul_acc_bf16(" in source) == (out == "float32")
+    inputs = random_inputs(graph, seed=4)
+    (expected,) = evaluate(graph, *inputs)
+    (got,) = jax.jit(cpp.kernel_graph_function(graph))(*inputs)
+    tol = 1e-2 if out == "bfloat16" else 2e-5
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(expected, np.float32), rtol=tol, atol=tol)

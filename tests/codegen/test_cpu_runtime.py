@@ -1,7 +1,7 @@
 """csrc/runtime/prism_cpu.h, the CPU tile runtime generated host kernels include: its matmuls and
-bfloat16 conversions, compiled into a small shim once per code path (the AVX-512 micro-kernel, the AVX2
-one with 32 and with 16 vector registers, and the portable scalar fallback, with and without AVX2 in the
-compiler flags), against numpy and ml_dtypes.  A build the host cannot run is skipped."""
+bfloat16 conversions, compiled into a small shim once per code path (the AVX-512 micro-kernel with and
+without AMX, the AVX2 one with 32 and with 16 vector registers, and the portable scalar fallback, with and
+without AVX2 in the compiler flags), against numpy and ml_dtypes.  A build the host cannot run is skipped."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ void shim_matmul_bf16(const float* A, i64 lda, const std::uint16_t* B, i64 ldb, 
                       i64 N, i64 K) {
   matmul_acc_bf16(A, lda, B, ldb, C, ldc, M, N, K);
 }
+void shim_matmul_bf16_dot(const float* A, i64 lda, const std::uint16_t* B, i64 ldb, float* C, i64 ldc, i64 M,
+                          i64 N, i64 K) {
+  matmul_acc_bf16_dot(A, lda, B, ldb, C, ldc, M, N, K);
+}
+int shim_amx_compiled() { return PRISM_CPU_AMX; }
+int shim_amx_available() { return amx::available() ? 1 : 0; }
 void shim_to_bf16_each(const float* s, std::uint16_t* d, i64 n) {
   for (i64 i = 0; i < n; ++i) d[i] = f32_to_bf16(s[i]);
 }
@@ -54,6 +60,9 @@ BUILDS = {
     "avx2_vl": (["-O3", "-march=native", "-DPRISM_CPU_NO_AVX512"], ("avx512vl", "avx2", "fma"), 1, 12),
     # an AVX2-only machine (AMD EPYC): 16 ymm registers, MR up to 6
     "avx2": (["-O3", "-mavx2", "-mfma", "-mno-avx512f"], ("avx2", "fma"), 1, 6),
+    # the AVX-512 kernels with AMX switched off (matmul_acc_bf16_dot rounds A and uses the zmm kernel)
+    "avx512_no_amx": (["-O3", "-march=native", "-DPRISM_CPU_NO_AMX"], ("avx512f", "avx512bw", "avx512vl", "avx2",
+                                                                      "fma"), 2, 14),
     # the portable fallback: without AVX2 in the flags, and with it switched off by the macro
     "scalar": (["-O2", "-mno-avx2", "-mno-fma"], (), 0, None),
     "no_simd": (["-O2", "-march=native", "-DPRISM_CPU_NO_SIMD"], (), 0, None),
@@ -74,7 +83,7 @@ class Shim:
     def __init__(self, path: Path):
         lib = ctypes.CDLL(str(path))
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        for name in ("shim_matmul", "shim_matmul_bf16"):
+        for name in ("shim_matmul", "shim_matmul_bf16", "shim_matmul_bf16_dot"):
             getattr(lib, name).argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64]
             getattr(lib, name).restype = None
         for name in ("shim_to_bf16_each", "shim_to_f32_each", "shim_to_bf16", "shim_to_f32"):
@@ -83,14 +92,18 @@ class Shim:
         self.lib = lib
         self.path = int(lib.shim_path())
         self.max_mr = int(lib.shim_max_mr())
+        self.amx_compiled, self.amx_available = bool(lib.shim_amx_compiled()), bool(lib.shim_amx_available())
 
-    def matmul(self, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-        """c += a @ b on views (row-major with unit column stride: sub-tiles of bigger arrays)."""
+    def matmul(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, dot: bool = False) -> None:
+        """c += a @ b on views (row-major with unit column stride: sub-tiles of bigger arrays); ``dot``:
+        bfloat16 ``b`` through matmul_acc_bf16_dot (``a`` rounded to bfloat16)."""
         (m, k), (k2, n) = a.shape, b.shape
         assert k == k2 and c.shape == (m, n) and c.dtype == np.float32 and a.dtype == np.float32
         for x in (a, b, c):
             assert x.strides[1] == x.itemsize
-        fn = self.lib.shim_matmul_bf16 if b.dtype == np.uint16 else self.lib.shim_matmul
+        assert not dot or b.dtype == np.uint16
+        fn = (self.lib.shim_matmul_bf16_dot if dot else self.lib.shim_matmul_bf16) if b.dtype == np.uint16 \
+            else self.lib.shim_matmul
         ld = [x.strides[0] // x.itemsize for x in (a, b, c)]
         fn(a.ctypes.data, ld[0], b.ctypes.data, ld[1], c.ctypes.data, ld[2], m, n, k)
 
@@ -153,13 +166,14 @@ def _b_values(b: np.ndarray) -> np.ndarray:
     return b.view(ml_dtypes.bfloat16).astype(np.float64) if b.dtype == np.uint16 else b.astype(np.float64)
 
 
-def _check_matmul(shim: Shim, rng, m, n, k, b_dtype):
+def _check_matmul(shim: Shim, rng, m, n, k, b_dtype, dot: bool = False):
     a, _ = _tile(rng, m, k)
     b, _ = _tile(rng, k, n, b_dtype)
     c, c_big = _tile(rng, m, n)
     before = c_big.copy()
-    expected = c.astype(np.float64) + a.astype(np.float64) @ _b_values(b)
-    shim.matmul(a, b, c)
+    a_values = a.astype(ml_dtypes.bfloat16) if dot else a
+    expected = c.astype(np.float64) + a_values.astype(np.float64) @ _b_values(b)
+    shim.matmul(a, b, c, dot=dot)
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=2e-5 * np.sqrt(k) + 1e-6,
                                err_msg=f"M={m} N={n} K={k} B={np.dtype(b_dtype).name}")
     # nothing outside the tile of C was written (masked N tails, M tails)
@@ -225,12 +239,35 @@ def test_matmul_power_of_two_leading_dims(shim):
             np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 8, 16, 17, 40])
+def test_bf16_dot_shapes_and_tails(shim, m):
+    """bfloat16 x bfloat16 (A rounded to nearest even): on AMX tiles from 4 rows where the build and
+    the host have them -- K padded to 32, 64-column strips with masked tails, 32-row K blocks, row
+    groups of 16 -- else the zmm/ymm/scalar kernel on the rounded A."""
+    rng = np.random.default_rng(100 + m)
+    for n in SIZES + [64, 65, 130]:
+        for k in SIZES + [32, 64, 96]:
+            _check_matmul(shim, rng, m, n, k, np.uint16, dot=True)
+
+
+def test_amx_where_the_host_has_it(shims):
+    """-march=native on a host with AMX compiles the AMX path (and Linux grants the tile state here);
+    PRISM_CPU_NO_AMX and the non-native builds leave it out."""
+    host_amx = {"amx_tile", "amx_bf16", "avx512_bf16"} <= _host_cpu_flags()
+    for name, s in shims.items():
+        assert s.amx_compiled == (host_amx and name == "avx512"), name
+        assert s.amx_available <= s.amx_compiled
+
+
 def test_matmul_empty_is_a_no_op(shim):
     a = np.ones((3, 4), np.float32)
     b = np.ones((4, 5), np.float32)
     c = np.full((3, 5), 2.0, np.float32)
     shim.matmul(a[:, :0], b[:0], c)
     shim.matmul(a[:0], b, c[:0])
+    bf = b.astype(ml_dtypes.bfloat16).view(np.uint16)
+    shim.matmul(a[:, :0], bf[:0], c, dot=True)
+    shim.matmul(a[:0], bf, c[:0], dot=True)
     np.testing.assert_array_equal(c, 2.0)
 
 

@@ -7,7 +7,9 @@ loop-invariant ops once, the for-loop sequentially with accumulators in local bu
 maxima from −inf, online softmax with its running max), the after-loop ops, and copies its output
 tiles back (omap). Tile ops are plain loops the compiler vectorizes (broadcasting by zero strides);
 matmuls call the runtime's ``matmul_acc``. Values compute in float32 (bfloat16 tiles are stored as
-their bits and converted by the block graph's explicit converts).
+their bits and converted by the block graph's explicit converts). In a kernel whose every float input and
+output is bfloat16 a matmul with a bfloat16 right operand rounds its left one to bfloat16, as the program
+does, and multiplies bfloat16 matrices (``matmul_acc_bf16_dot``: AMX tiles where the host has them).
 """
 
 from __future__ import annotations
@@ -128,7 +130,16 @@ class KernelEmitter:
         self.bf16_operands: dict[int, int] = {}  # matmul operand → the bf16 input it widens in registers
         self.nt_operands: dict[int, int] = {}  # matmul operand → the input it reads transposed (rows of B^T)
         self.elided: set[int] = set()  # values never computed (the matmul reads their input instead)
+        self.bf16_program = self._is_bf16_program()
         self._plan_views()
+
+    def _is_bf16_program(self) -> bool:
+        """Whether every floating-point value the kernel reads or writes is bfloat16: the program then
+        multiplies bfloat16 matrices, so a matmul with a bfloat16 right operand may round its left one
+        to bfloat16 too (as the program does) and use bfloat16 x bfloat16 hardware (AMX)."""
+        boundary = [t.dtype for t in self.sources] + [self.block.values[o.value].dtype for o in self.block.outputs]
+        floats = [d for d in boundary if d.is_float]
+        return bool(floats) and all(d == DType.BFLOAT16 for d in floats)
 
     @property
     def views(self) -> dict[int, int]:
@@ -452,7 +463,7 @@ class KernelEmitter:
         lda, ldb = self.views.get(a, k), self.views.get(b_source, k if b in self.nt_operands else n)
         function = "pc::matmul_nt_acc" if b in self.nt_operands else "pc::matmul_acc"
         if self.block.values[b_source].dtype == DType.BFLOAT16:
-            function += "_bf16"
+            function += "_bf16_dot" if self.bf16_program and b not in self.nt_operands else "_bf16"
         batch = shape[:-2]
         a_off = _offset(self._batch_strides(a, a_shape, batch))
         b_off = _offset(self._batch_strides(b_source, b_shape, batch))
