@@ -36,6 +36,28 @@ def test_native_kernel_matches_interpreter(name, tiling):
         np.testing.assert_allclose(np.asarray(g), e, rtol=2e-5, atol=2e-5)
 
 
+# rows of 32 to 100 elements: the row reductions (norms, softmax max and sum) take the vectorized path
+# (16 partial results and a scalar tail), elementwise chains are inlined into them
+WIDE = [("rmsnorm_matmul", {"n": 3, "d": 100, "N": 8}, {"grid": (1, 2), "forloop": 1}),
+        ("qknorm_attention", {"b": 1, "h": 2, "q": 3, "kv": 80, "D": 40}, {"grid": (1, 2, 1), "forloop": 2}),
+        ("attention", {"b": 1, "h": 2, "q": 2, "kv": 96, "D": 8}, {"grid": (1, 2, 1), "forloop": 1}),
+        ("rmsnorm_mlp", {"n": 2, "d": 64, "N": 6}, {"grid": (1, 2), "forloop": 1})]
+
+
+@needs_compiler
+@pytest.mark.parametrize("name,sizes,tiling", WIDE, ids=[w[0] for w in WIDE])
+def test_wide_rows_match_interpreter(name, sizes, tiling):
+    graph = instantiate_example(name, tiling, sizes)
+    op = graph.custom_kernels[0]
+    source = cpp.kernel_source(op.block, [graph.values[v] for v in op.inputs], "wide_probe")
+    assert "float part[16]" in source  # a vectorized row reduction
+    inputs = random_inputs(graph, seed=5)
+    expected = evaluate(graph, *inputs)
+    got = jax.jit(cpp.kernel_graph_function(graph))(*inputs)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(np.asarray(g), e, rtol=2e-5, atol=2e-5)
+
+
 @needs_compiler
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_thread_counts_give_the_same_result_from_one_compiled_kernel(threads, monkeypatch):

@@ -57,6 +57,10 @@ _BINARY = {
     OpKind.AND: "({0} && {1})", OpKind.OR: "({0} || {1})", OpKind.LT: "({0} < {1})", OpKind.LE: "({0} <= {1})",
     OpKind.GT: "({0} > {1})", OpKind.GE: "({0} >= {1})", OpKind.EQ: "({0} == {1})", OpKind.NE: "({0} != {1})",
 }
+# independent partial results of a row reduction (_reduce_last_axis): a zmm register of float32
+_REDUCE_LANES = 16
+# ops _elementwise_expr writes as one scalar expression (candidates for inlining into their reader)
+_ELEMENTWISE = frozenset({*_UNARY, *_BINARY, OpKind.SELECT, OpKind.CONVERT, OpKind.INTEGER_POW})
 
 
 def _shape(t: TensorType) -> tuple[int, ...]:
@@ -132,6 +136,8 @@ class KernelEmitter:
         self.elided: set[int] = set()  # values never computed (the matmul reads their input instead)
         self.bf16_program = self._is_bf16_program()
         self._plan_views()
+        self.inlined = self._plan_inlining()  # elementwise values computed inside their reader's loop
+        self.inline_exprs: dict[int, str] = {}  # inlined value → its expression (set when its op is emitted)
 
     def _is_bf16_program(self) -> bool:
         """Whether every floating-point value the kernel reads or writes is bfloat16: the program then
@@ -150,6 +156,8 @@ class KernelEmitter:
     # (the CUDA emitter does neither)
     BATCHED_VIEWS = True
     TRANSPOSED_VIEWS = True
+    # whether reductions read their input through ``elem`` with the input's index names (CUDA's do not)
+    INLINE_INTO_REDUCTIONS = True
 
     def _plan_views(self) -> None:
         """Block inputs read only as matmul operands are not copied: the matmul reads the source in
@@ -176,6 +184,32 @@ class KernelEmitter:
                 (self.nt_operands if transposed else self.bf16_operands)[final] = inp.value
         if self.TRANSPOSED_VIEWS:
             self._plan_computed_transposes(users, outputs)
+
+    def _plan_inlining(self) -> set[int]:
+        """Elementwise values read once, by an elementwise op over the same shape in the same phase, are
+        not stored: the reader's loop computes them (one pass over the tile instead of two, and no
+        buffer; e.g. a norm's square → scale → cast chain)."""
+        readers: dict[int, list[Op]] = {}
+        for op in self.block.ops:
+            for v in op.inputs:
+                readers.setdefault(v, []).append(op)
+        phases = self.block.phases()
+        outputs = {o.value for o in self.block.outputs}
+        inlined = set()
+        for op in self.block.ops:
+            out = op.outputs[0]
+            users = readers.get(out, [])
+            if (op.kind not in _ELEMENTWISE or out in outputs or out in self.elided or len(users) != 1
+                    or users[0].inputs.count(out) != 1):
+                continue
+            reader = users[0].outputs[0]
+            if users[0].kind in _ELEMENTWISE:  # the reader loops over its own shape
+                same_loop = _shape(self.block.values[reader]) == _shape(self.block.values[out])
+            else:  # a reduction loops over its input's shape
+                same_loop = self.INLINE_INTO_REDUCTIONS and users[0].kind in (OpKind.REDUCE_SUM, OpKind.REDUCE_MAX)
+            if same_loop and reader not in self.elided and phases[reader] == phases[out]:
+                inlined.add(out)
+        return inlined
 
     def _plan_computed_transposes(self, users: dict, outputs: set) -> None:
         """A computed float32 tile whose transpose only feeds matmuls as their right operand is not
@@ -237,6 +271,8 @@ class KernelEmitter:
         return f"static_cast<{_ctype(t)}>({expr})"
 
     def elem(self, value: int, target: Sequence[int]) -> str:
+        if value in self.inline_exprs:  # same shape as the reader's loop (see _plan_inlining)
+            return self.inline_exprs[value]
         shape = _shape(self.block.values[value])
         return self.read(value, f"v{value}[{_offset(_broadcast_strides(shape, target))}]")
 
@@ -340,8 +376,8 @@ class KernelEmitter:
         for v, t in enumerate(self.block.values):
             if v in self.views:
                 self.w(f"const {_ctype(t)}* v{v} = nullptr;  // read in place")
-            elif v in self.elided:
-                continue  # the matmul reads (widens, transposes) the input itself
+            elif v in self.elided or v in self.inlined:
+                continue  # the matmul reads (widens, transposes) the input itself / the reader computes it
             else:
                 n = max(1, math.prod(_shape(t)))
                 self.w(f"static thread_local std::vector<{_ctype(t)}> v{v}_buf; v{v}_buf.resize({n}); "
@@ -398,23 +434,16 @@ class KernelEmitter:
         shape = _shape(self.block.values[out])
         kind = op.kind
         dst = f"v{out}[{_offset(_strides(shape))}]"
-        if kind in _UNARY:
-            expr = _UNARY[kind].format(self.elem(op.inputs[0], shape))
-            self.loops(shape, f"{dst} = {self.write(out, expr)};")
-        elif kind in _BINARY:
-            expr = _BINARY[kind].format(*(self.elem(v, shape) for v in op.inputs))
-            self.loops(shape, f"{dst} = {self.write(out, expr)};")
-        elif kind == OpKind.SELECT:
-            pred, on_false, on_true = (self.elem(v, shape) for v in op.inputs)
-            self.loops(shape, f"{dst} = {self.write(out, f'({pred} ? {on_true} : {on_false})')};")
-        elif out in self.elided:
+        if out in self.elided:
             return  # read in place by the matmul
-        elif kind in (OpKind.CONVERT, OpKind.BROADCAST):
-            self.loops(shape, f"{dst} = {self.write(out, self.elem(op.inputs[0], shape))};")
-        elif kind == OpKind.INTEGER_POW:
-            expr = f"std::pow({self.elem(op.inputs[0], shape)}, {int(op.attrs['exponent'])})"
-            self.loops(shape, f"{dst} = {self.write(out, expr)};")
-        elif kind == OpKind.CONSTANT:
+        expr = self._elementwise_expr(op, shape)
+        if expr is not None:
+            if out in self.inlined:  # computed by its reader's loop; rounded as if stored
+                self.inline_exprs[out] = self.read(out, self.write(out, expr))
+            else:
+                self.loops(shape, f"{dst} = {self.write(out, expr)};")
+            return
+        if kind == OpKind.CONSTANT:
             value = float(constant_value(op.attrs["value"]))
             literal = "P_NEG_INF" if value == -math.inf else repr(value) if math.isfinite(value) else "INFINITY"
             self.fill(f"v{out}", math.prod(shape), self.write(out, literal))
@@ -432,6 +461,22 @@ class KernelEmitter:
         else:
             raise IRError(f"the C++ emitter has no rule for {kind}")
 
+    def _elementwise_expr(self, op: Op, shape: Sequence[int]) -> str | None:
+        """The scalar expression of an elementwise op at index (i0, i1, ...) of ``shape``; None for others."""
+        kind = op.kind
+        if kind in _UNARY:
+            return _UNARY[kind].format(self.elem(op.inputs[0], shape))
+        if kind in _BINARY:
+            return _BINARY[kind].format(*(self.elem(v, shape) for v in op.inputs))
+        if kind == OpKind.SELECT:
+            pred, on_false, on_true = (self.elem(v, shape) for v in op.inputs)
+            return f"({pred} ? {on_true} : {on_false})"
+        if kind in (OpKind.CONVERT, OpKind.BROADCAST):
+            return self.elem(op.inputs[0], shape)
+        if kind == OpKind.INTEGER_POW:
+            return f"std::pow({self.elem(op.inputs[0], shape)}, {int(op.attrs['exponent'])})"
+        return None
+
     def _transpose(self, op: Op, shape: Sequence[int]) -> None:
         src = op.inputs[0]
         in_strides = _strides(_shape(self.block.values[src]))
@@ -444,12 +489,38 @@ class KernelEmitter:
         in_shape = _shape(self.block.values[src])
         is_sum = op.kind == OpKind.REDUCE_SUM
         identity = "0.0f" if is_sum else "P_NEG_INF"
+        axes = [d for d, (a, b) in enumerate(zip(in_shape, shape)) if a != b]
+        if axes == [len(in_shape) - 1] and in_shape[-1] >= 2 * _REDUCE_LANES:
+            self._reduce_last_axis(op, shape, in_shape, is_sum, identity)
+            return
         self.fill(f"v{out}", math.prod(shape), self.write(out, identity))
         acc = f"v{out}[{_offset(_broadcast_strides(shape, in_shape))}]"
         current = self.read(out, acc)
-        element = self.read(src, f"v{src}[{_offset(_strides(in_shape))}]")
+        element = self.elem(src, in_shape)
         combined = f"({current} + {element})" if is_sum else f"std::max({current}, {element})"
         self.loops(in_shape, f"{acc} = {self.write(out, combined)};")
+
+    def _reduce_last_axis(self, op: Op, shape: Sequence[int], in_shape: Sequence[int], is_sum: bool,
+                          identity: str) -> None:
+        """A row reduction as _REDUCE_LANES independent partial results combined at the end: the
+        compiler vectorizes it (one running value per row would be a chain of dependent adds, which
+        it may not reorder), so a norm's sum of squares or softmax's max costs a pass at vector speed."""
+        src, out = op.inputs[0], op.outputs[0]
+        last, n, lanes = len(in_shape) - 1, in_shape[-1], _REDUCE_LANES
+        element = self.elem(src, in_shape)
+
+        def combine(a: str, b: str) -> str:
+            return f"({a} + {b})" if is_sum else f"std::max({a}, {b})"
+
+        body = [f"float part[{lanes}]; std::fill(part, part + {lanes}, {identity});",
+                f"std::int64_t j = 0; for (; j + {lanes} <= {n}; j += {lanes}) "
+                f"for (std::int64_t u = 0; u < {lanes}; ++u) {{ const std::int64_t i{last} = j + u; "
+                f"part[u] = {combine('part[u]', element)}; }}",
+                f"for (; j < {n}; ++j) {{ const std::int64_t i{last} = j; part[0] = {combine('part[0]', element)}; }}",
+                f"for (std::int64_t w = {lanes} / 2; w > 0; w /= 2) for (std::int64_t u = 0; u < w; ++u) "
+                f"part[u] = {combine('part[u]', 'part[u + w]')};",
+                f"v{out}[{_offset(_strides(shape[:-1]))}] = {self.write(out, 'part[0]')};"]
+        self.loops(list(shape[:-1]), "{ " + " ".join(body) + " }")
 
     def _matmul(self, op: Op, shape: Sequence[int]) -> None:
         a, b = op.inputs

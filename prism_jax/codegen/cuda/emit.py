@@ -48,6 +48,7 @@ class CudaKernelEmitter(KernelEmitter):
     F32_TO_BF16 = "p_f32_to_bf16"
     BATCHED_VIEWS = False  # its matmul indexes views as unit-batch tiles
     TRANSPOSED_VIEWS = False
+    INLINE_INTO_REDUCTIONS = False  # its reductions index the reduced dims r0, r1, ...
 
     def __init__(self, block: BlockGraph, source_types: Sequence[TensorType], symbol: str,
                  threads: int = THREADS) -> None:
@@ -92,7 +93,7 @@ class CudaKernelEmitter(KernelEmitter):
         for v, t in enumerate(self.block.values):
             if v in self.views:
                 self.w(f"const {_ctype(t)}* v{v} = nullptr;  // read in place from global memory")
-            elif v not in self.elided:
+            elif v not in self.elided and v not in self.inlined:
                 n = max(1, math.prod(_shape(t)))
                 self.w(f"{_ctype(t)}* v{v} = reinterpret_cast<{_ctype(t)}*>(smem + "
                        f"{self._carve(n * t.dtype.itemsize)});")
