@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import jax
 
 from prism_jax.cache import open_cache
-from prism_jax.cost import GPUS, H100_SXM, TileRules, gpu_spec, host_cpu
+from prism_jax.cost import GPUS, H100_SXM, NATIVE_CPU, TileRules, gpu_spec, host_cpu
 from prism_jax.frontend import Region, TracedProgram, trace
 from prism_jax.frontend.to_jax import kernel_graph_fn
 from prism_jax.search import RegionSearch, SearchConfig, search_region
@@ -164,7 +164,7 @@ class Superoptimized:
 
     def _target(self, backend: Backend) -> Target:
         if backend == Backend.CPU:
-            return Target("cpu-native", host_cpu(), interpret=False, rules=TileRules(), emitter=Emitter.CPP)
+            return Target("cpu-native", host_cpu(), interpret=False, rules=NATIVE_CPU, emitter=Emitter.CPP)
         if backend == Backend.INTERPRET:
             device = GPUS.get(self.device or H100_SXM.name, H100_SXM)
             return Target("pallas-interpret", device, interpret=True)

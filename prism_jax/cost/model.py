@@ -74,9 +74,37 @@ def _time(device: DeviceSpec, nbytes: int, flops: int, blocks: int, itemsize: in
 
 def overlaps_loads(block: BlockGraph, device: DeviceSpec) -> bool:
     """A block hides its loads behind compute when its loop has several iterations (the next tiles
-    load while this one computes) or when two blocks fit on chip at once."""
-    tile_bytes = sum(_bytes(t) for t in block.values)
+    load while this one computes) or when two blocks fit on chip at once (on a CPU not counting the
+    matmul operands its kernels stream: the matmul reads them as it computes)."""
+    streamed = streamed_matmul_operands(block) if device.kind == "cpu" else set()
+    tile_bytes = sum(_bytes(t) for v, t in enumerate(block.values) if v not in streamed)
     return int(block.forloop) >= 2 or 2 * tile_bytes <= device.onchip_bytes
+
+
+def streamed_matmul_operands(block) -> set[int]:
+    """Block inputs whose only readers are matmuls, directly or through a convert and/or a transpose that
+    is each value's only reader, with those converts and transposes: what a kernel can read in place
+    from memory rather than hold as a tile (the C++ emitter's views; it may copy a few of them after
+    all, e.g. a converted left operand, which the tuner's timing then shows)."""
+    readers: dict[int, list] = {}
+    for op in block.ops:
+        for v in op.inputs:
+            readers.setdefault(v, []).append(op)
+    outputs = {o.value for o in block.outputs}
+    streamed: set[int] = set()
+    for inp in block.inputs:
+        chain, current = [inp.value], inp.value
+        while current not in outputs and readers.get(current):
+            users = readers[current]
+            if all(u.kind == OpKind.MATMUL for u in users):
+                streamed.update(chain)
+                break
+            if len(users) != 1 or users[0].kind not in (OpKind.CONVERT, OpKind.TRANSPOSE):
+                break
+            current = users[0].outputs[0]
+            chain.append(current)
+    return streamed
+
 
 
 def block_cost(block: BlockGraph, sources: list[TensorType]) -> tuple[int, int, int]:

@@ -12,7 +12,7 @@ import math
 from typing import Mapping
 
 from prism_jax.cost.devices import DeviceSpec
-from prism_jax.cost.model import CostEstimate, estimate
+from prism_jax.cost.model import CostEstimate, estimate, streamed_matmul_operands
 from prism_jax.ir import Divisible, IRError, KernelGraph, OpKind, instantiate
 from prism_jax.ir.symbolic import free_symbols, substitute
 
@@ -67,10 +67,13 @@ EXHAUSTIVE_LIMIT = 256  # size assignments tried one by one; beyond it, coordina
 @dataclasses.dataclass(frozen=True)
 class TileRules:
     """What a backend accepts beyond fitting on chip: the smallest matmul tiles (tensor-core dots need
-    16) and whether every block dim must be a power of two (Triton's block shapes)."""
+    16), whether every block dim must be a power of two (Triton's block shapes), and whether block
+    inputs read only as matmul operands stream from memory instead of taking on-chip space (the native
+    CPU kernels read them in place: a weight tile of a whole-row block may be larger than the cache)."""
 
     min_matmul_tile: int = 1
     power_of_two_blocks: bool = False
+    streamed_matmul_operands: bool = False
 
     @staticmethod
     def for_device(device: DeviceSpec) -> "TileRules":
@@ -78,6 +81,7 @@ class TileRules:
 
 
 TRITON = TileRules(min_matmul_tile=16, power_of_two_blocks=True)  # Pallas' Triton lowering
+NATIVE_CPU = TileRules(streamed_matmul_operands=True)  # codegen/cpp: matmul operands read in place
 
 
 def best_sizes(graph: KernelGraph, device: DeviceSpec, fixed: Mapping[str, int], rounds: int = 3,
@@ -134,7 +138,9 @@ def _cost(graph: KernelGraph, sizes: dict[str, int], device: DeviceSpec, rules: 
     footprint = 0
     for op in concrete.ops:
         if op.kind == OpKind.CUSTOM_KERNEL:
-            tile_bytes = sum(int(math.prod(t.shape)) * t.dtype.itemsize for t in op.block.values)
+            streamed = streamed_matmul_operands(op.block) if rules.streamed_matmul_operands else set()
+            tile_bytes = sum(int(math.prod(t.shape)) * t.dtype.itemsize
+                             for v, t in enumerate(op.block.values) if v not in streamed)
             if tile_bytes > device.onchip_bytes or not _tiles_ok(op.block, rules):
                 return None
             footprint = max(footprint, tile_bytes)

@@ -31,6 +31,8 @@ import numpy as np
 from prism_jax import native
 from prism_jax.codegen import cpp, cuda, pallas
 from prism_jax.cost import TRITON, DeviceSpec, TileRules, estimate, ranked_sizes
+from prism_jax.cost import model as cost_model
+from prism_jax.cost import sizing as cost_sizing
 from prism_jax.frontend.to_jax import jax_dtype, kernel_graph_fn
 from prism_jax.ir import DType, IRError, KernelGraph, content_hash, instantiate
 from prism_jax.tune.measure import time_chained
@@ -329,13 +331,15 @@ def _cache_key(region: KernelGraph, candidates, target: Target, config: TuneConf
 
 
 def _code_fingerprint(target: Target) -> str:
-    """The emitter's source (and the C++ runtime header): a changed code generator tunes afresh."""
+    """The emitter's source (and the C++ runtime headers) and the cost model that shortlists sizes: a
+    changed code generator or ranking tunes afresh."""
     if target.emitter == Emitter.CPP:
         files = [pathlib.Path(cpp.emit.__file__), *sorted(native.runtime_include_dir().glob("prism_cpu*.h"))]
     elif target.emitter == Emitter.CUDA:
         files = [pathlib.Path(cpp.emit.__file__), pathlib.Path(cuda.emit.__file__)]
     else:
         files = [pathlib.Path(pallas.emit.__file__)]
+    files += [pathlib.Path(cost_model.__file__), pathlib.Path(cost_sizing.__file__)]
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.read_bytes() if path.exists() else b"")

@@ -53,3 +53,30 @@ def test_ranked_sizes_shortlist_and_triton_rules():
     odd = {"n": 16, "d": 48, "N": 48}
     assert ranked_sizes(symbolic, H100_SXM, odd, rules=TileRules(16)) and not ranked_sizes(symbolic, H100_SXM, odd,
                                                                                             rules=TRITON)
+
+
+def test_native_cpu_kernels_stream_their_weights():
+    """A whole-row rmsnorm_mlp block (no K loop) holds two weight tiles of d x N/gx; read in place by the
+    CPU kernels they take no cache: NATIVE_CPU accepts 2 blocks of 512 columns (4 MiB of float32 weights
+    against a 2 MiB cache) where the plain rules need narrower tiles, and the estimate overlaps their
+    loads with the matmuls."""
+    import dataclasses
+
+    from prism_jax.cost import NATIVE_CPU
+    from prism_jax.cost.model import overlaps_loads, streamed_matmul_operands
+
+    cpu = dataclasses.replace(H100_SXM, name="test cpu", kind="cpu", onchip_bytes=2 << 20, parallel_units=2)
+    symbolic = EXAMPLES["rmsnorm_mlp"].symbolic()
+    sizes = {"n": 8, "d": 1024, "N": 1024}
+    whole_rows = {"grid": (1, 2), "forloop": 1}
+    graph = instantiate_example("rmsnorm_mlp", whole_rows, sizes)
+    block = graph.custom_kernels[0].block
+    streamed = streamed_matmul_operands(block)
+    weights = [i.value for i in block.inputs if tuple(block.values[i.value].shape) == (1024, 512)]
+    assert len(weights) == 2 and set(weights) <= streamed
+    assert not any(i.value in streamed for i in block.inputs if i.value not in weights)  # X and g are tiles
+    assert overlaps_loads(block, cpu) and not overlaps_loads(block, dataclasses.replace(cpu, kind="gpu"))
+
+    streamed_ok = ranked_sizes(symbolic, cpu, sizes, limit=1000, rules=NATIVE_CPU)
+    plain_ok = ranked_sizes(symbolic, cpu, sizes, limit=1000, rules=TileRules())
+    assert {tuple(sorted(r.sizes.items())) for r in plain_ok} < {tuple(sorted(r.sizes.items())) for r in streamed_ok}
