@@ -233,6 +233,9 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
 
     programs = [checker.reference] + [fn for *_, fn, _ in checked]
     xla_time, *times = _device_times(programs, checker.args, config)
+    log.debug("%s: XLA %.1f µs; %s", region.name, xla_time * 1e6, "; ".join(
+        f"candidate {index} {ranked.sizes} {options}: {t * 1e6:.1f} µs"
+        for (index, _, ranked, options, _, _), t in zip(checked, times)))
     best = min(range(len(times)), key=times.__getitem__)
     best_time = times[best]
     index, graph, ranked, options, _, error = checked[best]
