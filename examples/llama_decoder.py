@@ -37,7 +37,8 @@ def max_difference(a, b) -> float:
                for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
-def run(dtype=jnp.float32, backend: str = "interpret", time_limit_s: float = 20.0, verbose: bool = True) -> dict:
+def run(dtype=jnp.float32, backend: str = "interpret", time_limit_s: float = 20.0, verbose: bool = True,
+        tune_config: prism_jax.TuneConfig = prism_jax.TuneConfig()) -> dict:
     """Superoptimize prefill and decode; returns each mode's max difference from ``jax.jit`` and report."""
     config = tiny_config(qk_norm=True)
     prompt, decode_args = decoder_inputs(config, dtype)
@@ -45,7 +46,8 @@ def run(dtype=jnp.float32, backend: str = "interpret", time_limit_s: float = 20.
     results = {}
     for mode, extra in (("prefill", (prompt,)), ("decode", decode_args)):
         fn, params = llama_block_fn(config, mode=mode, dtype=dtype)
-        optimized = prism_jax.superoptimize(fn, backend=backend, search_config=search, progress=verbose)
+        optimized = prism_jax.superoptimize(fn, backend=backend, search_config=search, tune_config=tune_config,
+                                            progress=verbose)
         got, expected = optimized(params, *extra), jax.jit(fn)(params, *extra)
         report = optimized.explain(params, *extra)
         results[mode] = (max_difference(got, expected), report)

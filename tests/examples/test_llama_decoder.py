@@ -59,16 +59,18 @@ def test_grad_and_vmap_through_the_superoptimized_block():
 
 @pytest.mark.slow
 def test_native_cpu_kernels_in_the_block_match_jit_with_grad_and_vmap(native_kernels_win):
-    """float32 (bfloat16 native kernels are checked per workload in tests/api)."""
+    """float32 (bfloat16 native kernels are checked per workload in tests/api). The tuner's clock is fake,
+    so one candidate at one size is enough: what is checked is that the kernels compute the block."""
     example = load_example()
-    results = example.run(jnp.float32, backend="cpu", time_limit_s=8.0, verbose=False)
+    tune = prism_jax.TuneConfig(candidates=1, sizes_per_candidate=1, cpu_threads=(0,), iterations=2, repeats=1)
+    results = example.run(jnp.float32, backend="cpu", time_limit_s=8.0, verbose=False, tune_config=tune)
     for mode, (difference, report) in results.items():
         assert difference <= 1e-4, (mode, difference)
         assert any(p.uses_kernel for p in report.plan.regions), str(report)
     config = tiny_config(qk_norm=True)
     fn, params = llama_block_fn(config, mode="prefill")
     prompt, _ = example.decoder_inputs(config, jnp.float32)
-    optimized = prism_jax.superoptimize(fn, backend="cpu", progress=False,
+    optimized = prism_jax.superoptimize(fn, backend="cpu", progress=False, tune_config=tune,
                                         search_config=prism_jax.SearchConfig(time_limit_s=8.0, progress=False))
 
     def loss(f):
