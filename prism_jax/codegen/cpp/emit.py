@@ -186,9 +186,10 @@ class KernelEmitter:
             self._plan_computed_transposes(users, outputs)
 
     def _plan_inlining(self) -> set[int]:
-        """Elementwise values read once, by an elementwise op over the same shape in the same phase, are
-        not stored: the reader's loop computes them (one pass over the tile instead of two, and no
-        buffer; e.g. a norm's square → scale → cast chain)."""
+        """Elementwise values read once, by an elementwise op over the same shape or a reduction of it in
+        the same phase, are not stored: the reader's loop computes them (one pass over the tile instead
+        of two, and no buffer; e.g. a norm's square → sum). A convert (a shift for bfloat16) is inlined
+        into every reader when all of them qualify: re-widening is cheaper than a float32 copy of the tile."""
         readers: dict[int, list[Op]] = {}
         for op in self.block.ops:
             for v in op.inputs:
@@ -199,17 +200,24 @@ class KernelEmitter:
         for op in self.block.ops:
             out = op.outputs[0]
             users = readers.get(out, [])
-            if (op.kind not in _ELEMENTWISE or out in outputs or out in self.elided or len(users) != 1
-                    or users[0].inputs.count(out) != 1):
+            if op.kind not in _ELEMENTWISE or out in outputs or out in self.elided or not users:
                 continue
-            reader = users[0].outputs[0]
-            if users[0].kind in _ELEMENTWISE:  # the reader loops over its own shape
-                same_loop = _shape(self.block.values[reader]) == _shape(self.block.values[out])
-            else:  # a reduction loops over its input's shape
-                same_loop = self.INLINE_INTO_REDUCTIONS and users[0].kind in (OpKind.REDUCE_SUM, OpKind.REDUCE_MAX)
-            if same_loop and reader not in self.elided and phases[reader] == phases[out]:
+            if len(users) > 1 or users[0].inputs.count(out) > 1:
+                if op.kind != OpKind.CONVERT:
+                    continue
+            if all(self._loops_over(user, out) and phases[user.outputs[0]] == phases[out] for user in users):
                 inlined.add(out)
         return inlined
+
+    def _loops_over(self, reader: Op, value: int) -> bool:
+        """Whether ``reader``'s loop walks ``value``'s shape with its index names (so it can compute the
+        value in place): an elementwise op of the same shape, or a reduction of it."""
+        out = reader.outputs[0]
+        if out in self.elided:
+            return False
+        if reader.kind in _ELEMENTWISE:
+            return _shape(self.block.values[out]) == _shape(self.block.values[value])
+        return self.INLINE_INTO_REDUCTIONS and reader.kind in (OpKind.REDUCE_SUM, OpKind.REDUCE_MAX)
 
     def _plan_computed_transposes(self, users: dict, outputs: set) -> None:
         """A computed float32 tile whose transpose only feeds matmuls as their right operand is not
