@@ -37,7 +37,8 @@ def test_native_kernel_matches_interpreter(name, tiling):
 
 
 # rows of 32 to 100 elements: the row reductions (norms, softmax max and sum) take the vectorized path
-# (16 partial results and a scalar tail), elementwise chains are inlined into them
+# (16 partial results and a scalar tail), elementwise chains are inlined into them, inputs read only by
+# such loops are read in place
 WIDE = [("rmsnorm_matmul", {"n": 3, "d": 100, "N": 8}, {"grid": (1, 2), "forloop": 1}),
         ("qknorm_attention", {"b": 1, "h": 2, "q": 3, "kv": 80, "D": 40}, {"grid": (1, 2, 1), "forloop": 2}),
         ("attention", {"b": 1, "h": 2, "q": 2, "kv": 96, "D": 8}, {"grid": (1, 2, 1), "forloop": 1}),
@@ -51,6 +52,8 @@ def test_wide_rows_match_interpreter(name, sizes, tiling):
     op = graph.custom_kernels[0]
     source = cpp.kernel_source(op.block, [graph.values[v] for v in op.inputs], "wide_probe")
     assert "float part[16]" in source  # a vectorized row reduction
+    # X / Q, K: read only by elementwise loops and reductions, so read in place, not copied
+    assert source.count("read in place") >= 2
     inputs = random_inputs(graph, seed=5)
     expected = evaluate(graph, *inputs)
     got = jax.jit(cpp.kernel_graph_function(graph))(*inputs)

@@ -150,7 +150,7 @@ class KernelEmitter:
     @property
     def views(self) -> dict[int, int]:
         """Block input read in place → its row stride in the source."""
-        return {v: strides[-2] for v, strides in self.view_strides.items()}
+        return {v: strides[-2] if len(strides) >= 2 else 1 for v, strides in self.view_strides.items()}
 
     # whether views may have leading (batch) dims, and whether a transposed operand is read in place
     # (the CUDA emitter does neither)
@@ -158,6 +158,9 @@ class KernelEmitter:
     TRANSPOSED_VIEWS = True
     # whether reductions read their input through ``elem`` with the input's index names (CUDA's do not)
     INLINE_INTO_REDUCTIONS = True
+    # whether inputs read only by elementwise loops and reductions are read in place (CUDA stages them
+    # in shared memory)
+    ELEMENTWISE_VIEWS = True
 
     def _plan_views(self) -> None:
         """Block inputs read only as matmul operands are not copied: the matmul reads the source in
@@ -182,6 +185,8 @@ class KernelEmitter:
             if final != inp.value:
                 self.elided |= set(between) | {final}
                 (self.nt_operands if transposed else self.bf16_operands)[final] = inp.value
+        if self.ELEMENTWISE_VIEWS:
+            self._plan_elementwise_views(users, outputs)
         if self.TRANSPOSED_VIEWS:
             self._plan_computed_transposes(users, outputs)
 
@@ -218,6 +223,17 @@ class KernelEmitter:
         if reader.kind in _ELEMENTWISE:
             return _shape(self.block.values[out]) == _shape(self.block.values[value])
         return self.INLINE_INTO_REDUCTIONS and reader.kind in (OpKind.REDUCE_SUM, OpKind.REDUCE_MAX)
+
+    def _plan_elementwise_views(self, users: dict, outputs: set) -> None:
+        """Block inputs read only by loops over their own shape (elementwise ops, reductions) are not
+        copied either: the loops index the source with its strides (a K tile normalized in the kernel
+        is read where it lies, widened from bfloat16 on the fly, instead of copied first)."""
+        for inp in self.block.inputs:
+            readers = users.get(inp.value, [])
+            if (inp.value in self.view_strides or inp.value in outputs or not readers
+                    or not all(self._loops_over(r, inp.value) for r in readers)):
+                continue
+            self.view_strides[inp.value] = _strides(_shape(self.sources[inp.source]))
 
     def _plan_computed_transposes(self, users: dict, outputs: set) -> None:
         """A computed float32 tile whose transpose only feeds matmuls as their right operand is not
@@ -282,6 +298,9 @@ class KernelEmitter:
         if value in self.inline_exprs:  # same shape as the reader's loop (see _plan_inlining)
             return self.inline_exprs[value]
         shape = _shape(self.block.values[value])
+        if value in self.view_strides:  # read in place: the source's strides (0 where it broadcasts)
+            strides = [0 if d == 1 and t != 1 else s for d, t, s in zip(shape, target, self.view_strides[value])]
+            return self.read(value, f"v{value}[{_offset(strides)}]")
         return self.read(value, f"v{value}[{_offset(_broadcast_strides(shape, target))}]")
 
     # -- target hooks (the CUDA emitter overrides these) -------------------------------------------

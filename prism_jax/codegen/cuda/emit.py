@@ -49,6 +49,7 @@ class CudaKernelEmitter(KernelEmitter):
     BATCHED_VIEWS = False  # its matmul indexes views as unit-batch tiles
     TRANSPOSED_VIEWS = False
     INLINE_INTO_REDUCTIONS = False  # its reductions index the reduced dims r0, r1, ...
+    ELEMENTWISE_VIEWS = False  # tiles are staged in shared memory
 
     def __init__(self, block: BlockGraph, source_types: Sequence[TensorType], symbol: str,
                  threads: int = THREADS) -> None:
