@@ -517,7 +517,8 @@ class KernelEmitter:
         is_sum = op.kind == OpKind.REDUCE_SUM
         identity = "0.0f" if is_sum else "P_NEG_INF"
         axes = [d for d, (a, b) in enumerate(zip(in_shape, shape)) if a != b]
-        if axes == [len(in_shape) - 1] and in_shape[-1] >= 2 * _REDUCE_LANES:
+        floats = self.block.values[out].dtype in (DType.FLOAT32, DType.BFLOAT16)  # partials in float
+        if floats and axes == [len(in_shape) - 1] and in_shape[-1] >= 2 * _REDUCE_LANES:
             self._reduce_last_axis(op, shape, in_shape, is_sum, identity)
             return
         self.fill(f"v{out}", math.prod(shape), self.write(out, identity))
