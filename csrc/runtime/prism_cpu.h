@@ -98,6 +98,25 @@
 #define PRISM_CPU_AVX512 0
 #endif
 
+#if PRISM_CPU_AVX512
+namespace prism_jax {
+namespace cpu {
+namespace detail {
+// Lanes [0, n) set, n clamped to [0, 16] (resp. [0, 32]): the AVX-512 and AMX
+// kernels' tail masks.
+inline __mmask16 mask16(std::int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFFu)
+                 : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1u);
+}
+inline __mmask32 mask32(std::int64_t n) {
+  return n >= 32 ? static_cast<__mmask32>(0xFFFFFFFFu)
+                 : n <= 0 ? static_cast<__mmask32>(0) : static_cast<__mmask32>((1u << n) - 1u);
+}
+}  // namespace detail
+}  // namespace cpu
+}  // namespace prism_jax
+#endif
+
 #include "prism_cpu_amx.h"
 
 // Full unrolling of the fixed-trip loops of the micro-kernel, so that its
@@ -576,15 +595,6 @@ inline void in_register(__m512& v) {
 // compiles to the same single vpslld.)
 inline __m512i shl16(__m512i x) { return _mm512_maskz_slli_epi32(static_cast<__mmask16>(0xFFFF), x, 16); }
 
-// Lanes [0, n) set, n clamped to [0, 16] (resp. [0, 32]).
-inline __mmask16 mask16(std::int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFFu)
-                 : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1u);
-}
-inline __mmask32 mask32(std::int64_t n) {
-  return n >= 32 ? static_cast<__mmask32>(0xFFFFFFFFu)
-                 : n <= 0 ? static_cast<__mmask32>(0) : static_cast<__mmask32>((1u << n) - 1u);
-}
 
 // The micro-kernel: C[0:MR, 0:32] += A[0:MR, 0:kc] @ S[0:kc, 0:32], where S
 // is a 32-column strip of B (row k at B + k * ldb), the MR x 32 block of C in

@@ -39,13 +39,14 @@
 // ARCH_REQ_XCOMP_PERM, once per process); where that is refused, or the
 // compiler was not asked for AMX, `available()` is false and prism_cpu.h
 // uses its AVX-512/AVX2 kernels on the rounded A instead.
+//
+// Included by prism_cpu.h only (after its ISA macros and detail::mask16/32).
 #pragma once
 
 #include <cstdint>
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512F__) && defined(__AVX512BW__) && \
-    defined(__linux__) && !defined(PRISM_CPU_NO_AMX) && !defined(PRISM_CPU_NO_SIMD) &&               \
-    !defined(PRISM_CPU_NO_AVX512)
+#if PRISM_CPU_AVX512 && defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && \
+    defined(__linux__) && !defined(PRISM_CPU_NO_AMX)
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -102,16 +103,6 @@ inline void configure(int mr) {
   _tile_loadconfig(&cfg);
 }
 
-// Lanes [0, n) set, n clamped to [0, 32].
-inline __mmask32 lanes32(std::int64_t n) {
-  return n >= 32 ? static_cast<__mmask32>(0xFFFFFFFFu)
-                 : n <= 0 ? static_cast<__mmask32>(0) : static_cast<__mmask32>((1u << n) - 1u);
-}
-inline __mmask16 lanes16(std::int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFFu)
-                 : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1u);
-}
-
 // A (float32, M x K) rounded to bfloat16 into `pack`: rows_padded x kp, zeros outside.
 inline void pack_a(const float* A, std::int64_t lda, std::int64_t M, std::int64_t K, std::int64_t rows_padded,
                    std::int64_t kp, std::uint16_t* pack) {
@@ -123,7 +114,7 @@ inline void pack_a(const float* A, std::int64_t lda, std::int64_t M, std::int64_
       for (; k + 16 <= K; k += 16)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
       if (k < K) {
-        const __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lanes16(K - k), src + k));
+        const __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(detail::mask16(K - k), src + k));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), h);
         k += 16;
       }
@@ -142,7 +133,7 @@ inline void pack_b(const std::uint16_t* B, std::int64_t ldb, std::int64_t K, std
     const std::int64_t k = k0 + 2 * p;
     std::uint16_t* tiles = pack + (p / 16) * 4 * kBTile + (p % 16) * 32;
     for (int half = 0; half < 2; ++half) {
-      const __mmask32 m = lanes32(ncols - 32 * half);
+      const __mmask32 m = detail::mask32(ncols - 32 * half);
       const std::uint16_t* r0 = B + k * ldb + 32 * half;
       const __m512i x = k < K ? _mm512_maskz_loadu_epi16(m, r0) : _mm512_setzero_si512();
       const __m512i y = k + 1 < K ? _mm512_maskz_loadu_epi16(m, r0 + ldb) : _mm512_setzero_si512();
@@ -226,7 +217,7 @@ inline void matmul_acc(const float* A, std::int64_t lda, const std::uint16_t* B,
     const float* src = cacc + i * np;
     float* dst = C + i * ldc;
     for (std::int64_t j = 0; j < N; j += 16) {
-      const __mmask16 m = lanes16(N - j);
+      const __mmask16 m = detail::mask16(N - j);
       _mm512_mask_storeu_ps(dst + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + j), _mm512_load_ps(src + j)));
     }
   }
