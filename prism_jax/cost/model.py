@@ -106,7 +106,6 @@ def streamed_matmul_operands(block) -> set[int]:
     return streamed
 
 
-
 def block_cost(block: BlockGraph, sources: list[TensorType]) -> tuple[int, int, int]:
     """(bytes, flops, blocks) of one custom kernel: each input tile is loaded once per block, or once per
     iteration when it varies with the loop; partial sums over unmapped grid dims are written and re-read."""

@@ -135,6 +135,10 @@ class KernelEmitter:
         self.nt_operands: dict[int, int] = {}  # matmul operand → the input it reads transposed (rows of B^T)
         self.elided: set[int] = set()  # values never computed (the matmul reads their input instead)
         self.bf16_program = self._is_bf16_program()
+        self.readers: dict[int, list[Op]] = {}  # value → the ops that read it
+        for op in block.ops:
+            for v in op.inputs:
+                self.readers.setdefault(v, []).append(op)
         self._plan_views()
         self.inlined = self._plan_inlining()  # elementwise values computed inside their reader's loop
         self.inline_exprs: dict[int, str] = {}  # inlined value → its expression (set when its op is emitted)
@@ -168,10 +172,7 @@ class KernelEmitter:
         matmul an input may be widened from bfloat16 (in registers, by the matmul) and its last two
         dims swapped (the matmul then takes dot products with rows of the source: ``q @ k^T`` reads
         K's rows in place)."""
-        users: dict[int, list[Op]] = {}
-        for op in self.block.ops:
-            for v in op.inputs:
-                users.setdefault(v, []).append(op)
+        users = self.readers
         outputs = {o.value for o in self.block.outputs}
         for inp in self.block.inputs:
             tile = _shape(self.block.values[inp.value])
@@ -195,10 +196,7 @@ class KernelEmitter:
         the same phase, are not stored: the reader's loop computes them (one pass over the tile instead
         of two, and no buffer; e.g. a norm's square → sum). A convert (a shift for bfloat16) is inlined
         into every reader when all of them qualify: re-widening is cheaper than a float32 copy of the tile."""
-        readers: dict[int, list[Op]] = {}
-        for op in self.block.ops:
-            for v in op.inputs:
-                readers.setdefault(v, []).append(op)
+        readers = self.readers
         phases = self.block.phases()
         outputs = {o.value for o in self.block.outputs}
         inlined = set()
