@@ -77,8 +77,10 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -200,6 +202,44 @@ inline void f32_to_bf16(const float* src, std::uint16_t* dst, std::int64_t n) {
 #endif
   for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
 }
+
+// ---------------------------------------------------------------------------
+// exp
+// ---------------------------------------------------------------------------
+
+// e^x for float32 written so that the compiler vectorizes the loops that call
+// it (inline arithmetic and selects: glibc's expf is a call per element, and
+// softmax and SiLU loops spent most of their time there).  Cody-Waite range
+// reduction x = n ln2 + r, |r| <= ln2 / 2, Cephes' degree-6 polynomial for
+// e^r (within 2 ulp of the correctly rounded result over the whole range,
+// as XLA:CPU's own polynomial exp), 2^n applied in two halves so that
+// results in the subnormal range come out right.  exp(-inf) = 0,
+// exp(+inf) = +inf, overflow +inf, NaN stays NaN.
+inline float fast_exp(float x) {
+  constexpr float kMax = 88.72283935546875f;   // above: +inf
+  constexpr float kMin = -103.97208404541016f;  // below: 0
+  const float xc = x > kMax ? kMax : (x < kMin ? kMin : x);  // NaN passes through
+  // n = round(x / ln2) by the 1.5 * 2^23 trick: its low mantissa bits are n
+  constexpr float kShift = 12582912.0f;
+  const float shifted = xc * 1.44269504088896341f + kShift;
+  const float n = shifted - kShift;
+  const std::int32_t ni = static_cast<std::int32_t>(detail::f32_bits(shifted) - detail::f32_bits(kShift));
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float er = p * r * r + r + 1.0f;
+  const std::int32_t half = ni >> 1;  // 2^n = 2^half * 2^(n - half), each a normal float
+  const float s1 = detail::bits_f32(static_cast<std::uint32_t>(half + 127) << 23);
+  const float s2 = detail::bits_f32(static_cast<std::uint32_t>(ni - half + 127) << 23);
+  const float y = er * s1 * s2;
+  return x > kMax ? std::numeric_limits<float>::infinity() : (x != x ? x : y);
+}
+inline double fast_exp(double x) { return std::exp(x); }
 
 // ---------------------------------------------------------------------------
 // matmul
@@ -609,26 +649,29 @@ inline __m512i shl16(__m512i x) { return _mm512_maskz_slli_epi32(static_cast<__m
 // odd ones by a mask; the accumulators hold (even, odd) columns and are put
 // back in order at the end (two vpermt2ps per row).  For MR <= 3 the K loop
 // keeps two sets of accumulators (even and odd k) to hide the FMA latency.
-template <int MR, bool FULL, bool PACK, typename Src>
+//   NV:    zmm registers per row (the strip has 16 * NV columns); wider
+//          than kNv only for the few-row kernel (few_rows below).
+template <int MR, bool FULL, bool PACK, typename Src, int NV = kNv>
 inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
                          std::int64_t ldc, std::int64_t kc, std::int64_t ncols, Src* pk) {
   static_assert(MR >= 1 && MR <= kMaxMr, "micro-kernel rows");
-  static_assert(kNv % 2 == 0, "bfloat16 strips are whole 32-column loads");
+  static_assert(NV % 2 == 0, "bfloat16 strips are whole 32-column loads");
+  static_assert(!PACK || NV == kNv, "the copy of a strip is kNr columns wide");
   constexpr bool kBf16 = sizeof(Src) == 2;
-  constexpr int KU = MR * kNv < 8 ? 2 : 1;
+  constexpr int KU = MR * NV < 8 ? 2 : 1;
 
-  __mmask16 m[kNv];
+  __mmask16 m[NV];
   PRISM_CPU_UNROLL
-  for (int v = 0; v < kNv; ++v) m[v] = FULL ? static_cast<__mmask16>(0xFFFFu) : mask16(ncols - 16 * v);
+  for (int v = 0; v < NV; ++v) m[v] = FULL ? static_cast<__mmask16>(0xFFFFu) : mask16(ncols - 16 * v);
   const __m512i odd_mask = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
 
-  __m512 acc[KU][MR][kNv];
+  __m512 acc[KU][MR][NV];
   PRISM_CPU_UNROLL
   for (int u = 0; u < KU; ++u) {
     PRISM_CPU_UNROLL
     for (int r = 0; r < MR; ++r) {
       PRISM_CPU_UNROLL
-      for (int v = 0; v < kNv; ++v) acc[u][r][v] = _mm512_setzero_ps();
+      for (int v = 0; v < NV; ++v) acc[u][r][v] = _mm512_setzero_ps();
     }
   }
   const float* a[MR];
@@ -638,10 +681,10 @@ inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::in
   // acc[u] += A[:, k] (x) S[k, :]
   auto step = [&](int u, std::int64_t k) {
     const Src* b = B + k * ldb;
-    __m512 bv[kNv];
+    __m512 bv[NV];
     if constexpr (kBf16) {
       PRISM_CPU_UNROLL
-      for (int p = 0; p < kNv / 2; ++p) {
+      for (int p = 0; p < NV / 2; ++p) {
         const __m512i x = FULL ? _mm512_loadu_si512(b + 32 * p)
                                : _mm512_maskz_loadu_epi16(mask32(ncols - 32 * p), b + 32 * p);
         if constexpr (PACK) _mm512_storeu_si512(pk + k * kNr + 32 * p, x);
@@ -650,7 +693,7 @@ inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::in
       }
     } else {
       PRISM_CPU_UNROLL
-      for (int v = 0; v < kNv; ++v) {
+      for (int v = 0; v < NV; ++v) {
         const float* bf = reinterpret_cast<const float*>(b) + 16 * v;
         __m512 x = FULL ? _mm512_loadu_ps(bf) : _mm512_maskz_loadu_ps(m[v], bf);
         in_register(x);  // a named variable: an array element would live on the stack
@@ -662,7 +705,7 @@ inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::in
     for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_set1_ps(a[r][k]);
       PRISM_CPU_UNROLL
-      for (int v = 0; v < kNv; ++v) acc[u][r][v] = _mm512_fmadd_ps(av, bv[v], acc[u][r][v]);
+      for (int v = 0; v < NV; ++v) acc[u][r][v] = _mm512_fmadd_ps(av, bv[v], acc[u][r][v]);
     }
   };
 
@@ -676,7 +719,7 @@ inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::in
     PRISM_CPU_UNROLL
     for (int r = 0; r < MR; ++r) {
       PRISM_CPU_UNROLL
-      for (int v = 0; v < kNv; ++v) acc[0][r][v] = _mm512_add_ps(acc[0][r][v], acc[1][r][v]);
+      for (int v = 0; v < NV; ++v) acc[0][r][v] = _mm512_add_ps(acc[0][r][v], acc[1][r][v]);
     }
   }
 
@@ -688,7 +731,7 @@ inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::in
   for (int r = 0; r < MR; ++r) {
     if constexpr (kBf16) {
       PRISM_CPU_UNROLL
-      for (int p = 0; p < kNv / 2; ++p) {  // (even, odd) -> natural order
+      for (int p = 0; p < NV / 2; ++p) {  // (even, odd) -> natural order
         const __m512 e = acc[0][r][2 * p], o = acc[0][r][2 * p + 1];
         acc[0][r][2 * p] = _mm512_permutex2var_ps(e, lo_idx, o);
         acc[0][r][2 * p + 1] = _mm512_permutex2var_ps(e, hi_idx, o);
@@ -696,7 +739,7 @@ inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::in
     }
     const float* c = C + r * ldc;
     PRISM_CPU_UNROLL
-    for (int v = 0; v < kNv; ++v) {
+    for (int v = 0; v < NV; ++v) {
       const __m512 cv = FULL ? _mm512_loadu_ps(c + 16 * v) : _mm512_maskz_loadu_ps(m[v], c + 16 * v);
       acc[0][r][v] = _mm512_add_ps(cv, acc[0][r][v]);
     }
@@ -705,7 +748,7 @@ inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::in
   for (int r = 0; r < MR; ++r) {
     float* c = C + r * ldc;
     PRISM_CPU_UNROLL
-    for (int v = 0; v < kNv; ++v) {
+    for (int v = 0; v < NV; ++v) {
       if constexpr (FULL)
         _mm512_storeu_ps(c + 16 * v, acc[0][r][v]);
       else
@@ -788,11 +831,50 @@ inline void row_group(const float* A, std::int64_t lda, const Src* B, std::int64
   }
 }
 
+// Few rows of A against few columns of B (attention's p @ V for one query:
+// M = 1, N = 128): the whole row of C in registers over the whole K loop,
+// each row of B read in one piece.  The strips of row_group read 64 bytes of
+// each row of B per pass, which measured ~25% slower than reading B in
+// order here (one thread, bfloat16 V of 16 heads x 1024 x 128 from L3:
+// 176 -> 139 us, the speed of a plain sum over the same bytes).
+inline constexpr std::int64_t kFewRowsMax = 3;
+inline constexpr int kFewRowsRegisters = 16;  // accumulators: rows x zmm per row
+
+// Columns of B the few-row kernel takes for M rows (0: not that kernel).
+// (few_rows doubles the registers per row from 2 while they fit: M = 1 up to
+// 256 columns, M = 2 up to 128, M = 3 up to 64).
+inline std::int64_t few_rows_columns(std::int64_t M) {
+  if (M < 1 || M > kFewRowsMax) return 0;
+  std::int64_t nv = 2;
+  while (M * nv * 2 <= kFewRowsRegisters) nv *= 2;
+  return 16 * nv;
+}
+
+template <typename Src, int MR, int NV = 2>
+inline void few_rows(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
+                     std::int64_t ldc, std::int64_t N, std::int64_t K) {
+  if constexpr (MR * NV <= kFewRowsRegisters) {
+    if (N > 16 * NV) {
+      few_rows<Src, MR, NV * 2>(A, lda, B, ldb, C, ldc, N, K);
+    } else if (N == 16 * NV) {
+      micro_kernel<MR, true, false, Src, NV>(A, lda, B, ldb, C, ldc, K, N, nullptr);
+    } else {
+      micro_kernel<MR, false, false, Src, NV>(A, lda, B, ldb, C, ldc, K, N, nullptr);
+    }
+  }
+}
+
 // C += A @ B, row group by row group, straight into C (about 11 KiB of
 // stack).
 template <typename Src>
 inline void matmul_acc(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
                        std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  if (N <= few_rows_columns(M)) {
+    if (M == 1) few_rows<Src, 1>(A, lda, B, ldb, C, ldc, N, K);
+    if (M == 2) few_rows<Src, 2>(A, lda, B, ldb, C, ldc, N, K);
+    if (M == 3) few_rows<Src, 3>(A, lda, B, ldb, C, ldc, N, K);
+    return;
+  }
   alignas(64) float apk[kRowGroup * kApkLd];
   alignas(64) Src pk[kKc<Src> * kNr];
   for (std::int64_t i0 = 0; i0 < M; i0 += kRowGroup) {

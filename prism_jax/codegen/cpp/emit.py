@@ -39,14 +39,14 @@ PREAMBLE = r"""
 namespace ffi = xla::ffi;
 namespace pc = prism_jax::cpu;
 static inline float p_logistic(float x) {
-  float e = std::exp(-std::fabs(x));
+  float e = pc::fast_exp(-std::fabs(x));
   return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
 }
 static constexpr float P_NEG_INF = -std::numeric_limits<float>::infinity();
 """
 
 _UNARY = {
-    OpKind.NEG: "(-{0})", OpKind.EXP: "std::exp({0})", OpKind.LOG: "std::log({0})", OpKind.SQRT: "std::sqrt({0})",
+    OpKind.NEG: "(-{0})", OpKind.EXP: "pc::fast_exp({0})", OpKind.LOG: "std::log({0})", OpKind.SQRT: "std::sqrt({0})",
     OpKind.RSQRT: "(1.0f / std::sqrt({0}))", OpKind.TANH: "std::tanh({0})", OpKind.LOGISTIC: "p_logistic({0})",
     OpKind.SQUARE: "(({0}) * ({0}))", OpKind.RECIPROCAL: "(1.0f / ({0}))", OpKind.ABS: "std::fabs({0})",
     OpKind.NOT: "(!({0}))",
@@ -615,8 +615,8 @@ class KernelEmitter:
         idx = _offset(_strides(s_shape))
         s = self.read(scale, f"v{scale}[{idx}]")
         self.loops(s_shape, f"{{ const float s = {s}, m = run{out}[{idx}], mx = std::max(m, s); "
-                              f"old{out}[{idx}] = m == P_NEG_INF ? 0.0f : std::exp(m - mx); "
-                              f"new{out}[{idx}] = s == P_NEG_INF ? 0.0f : std::exp(s - mx); run{out}[{idx}] = mx; }}")
+                              f"old{out}[{idx}] = m == P_NEG_INF ? 0.0f : pc::fast_exp(m - mx); "
+                              f"new{out}[{idx}] = s == P_NEG_INF ? 0.0f : pc::fast_exp(s - mx); run{out}[{idx}] = mx; }}")
         factor = _offset(_broadcast_strides(s_shape, shape))
         acc = f"v{out}[{_offset(_strides(shape))}]"
         self.loops(shape, f"{acc} = {acc} * old{out}[{factor}] + {self.elem(value, shape)} * new{out}[{factor}];")
