@@ -37,12 +37,15 @@ inline float hsum(__m256 v) {
 }
 #endif
 
-// Up to MR rows of A against one row b of B: out[r] = dot(A[r, :K], b).
-template <int MR, typename Src>
-inline void dots(const float* A, std::int64_t lda, const Src* b, std::int64_t K, float* out) {
+// Up to MR rows of A against one row b of B: out[r] = dot(A[r, :K], b); with
+// SUMSQ also *sumsq = dot(b, b) (from the same loads).
+template <int MR, bool SUMSQ, typename Src>
+inline void dots(const float* A, std::int64_t lda, const Src* b, std::int64_t K, float* out, float* sumsq) {
   std::int64_t k = 0;
+  float squares = 0.0f;
 #if PRISM_CPU_NT_AVX2
   __m256 acc[MR][2];
+  __m256 sq[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   for (; k + 16 <= K; k += 16) {
     const __m256 b0 = load8(b + k), b1 = load8(b + k + 8);
@@ -50,33 +53,55 @@ inline void dots(const float* A, std::int64_t lda, const Src* b, std::int64_t K,
       acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(A + r * lda + k), b0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(_mm256_loadu_ps(A + r * lda + k + 8), b1, acc[r][1]);
     }
+    if constexpr (SUMSQ) {
+      sq[0] = _mm256_fmadd_ps(b0, b0, sq[0]);
+      sq[1] = _mm256_fmadd_ps(b1, b1, sq[1]);
+    }
   }
   for (int r = 0; r < MR; ++r) out[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+  if constexpr (SUMSQ) squares = hsum(_mm256_add_ps(sq[0], sq[1]));
 #else
   for (int r = 0; r < MR; ++r) out[r] = 0.0f;
 #endif
   for (; k < K; ++k) {
     const float bk = widen(b[k]);
     for (int r = 0; r < MR; ++r) out[r] += A[r * lda + k] * bk;
+    if constexpr (SUMSQ) squares += bk * bk;
   }
+  if constexpr (SUMSQ) *sumsq = squares;
 }
 
+// C += A @ B^T; where sumsq is given also sumsq[n] = dot(B[n, :], B[n, :])
+// (taken on the first pass over B).
 template <typename Src>
 inline void matmul_nt(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
-                      std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+                      std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K, float* sumsq = nullptr) {
   constexpr int kRows = 4;  // rows of A per pass over B: each row of B is read once per pass
   float out[kRows];
   std::int64_t m = 0;
   for (; m + kRows <= M; m += kRows) {
     for (std::int64_t n = 0; n < N; ++n) {
-      dots<kRows>(A + m * lda, lda, B + n * ldb, K, out);
+      if (sumsq != nullptr && m == 0)
+        dots<kRows, true>(A + m * lda, lda, B + n * ldb, K, out, sumsq + n);
+      else
+        dots<kRows, false>(A + m * lda, lda, B + n * ldb, K, out, nullptr);
       for (int r = 0; r < kRows; ++r) C[(m + r) * ldc + n] += out[r];
     }
   }
   for (; m < M; ++m) {
     for (std::int64_t n = 0; n < N; ++n) {
-      dots<1>(A + m * lda, lda, B + n * ldb, K, out);
+      if (sumsq != nullptr && m == 0)
+        dots<1, true>(A + m * lda, lda, B + n * ldb, K, out, sumsq + n);
+      else
+        dots<1, false>(A + m * lda, lda, B + n * ldb, K, out, nullptr);
       C[m * ldc + n] += out[0];
+    }
+  }
+  if (sumsq != nullptr && M <= 0) {
+    for (std::int64_t n = 0; n < N; ++n) {
+      float s = 0.0f;
+      for (std::int64_t k = 0; k < K; ++k) s += widen(B[n * ldb + k]) * widen(B[n * ldb + k]);
+      sumsq[n] = s;
     }
   }
 }
@@ -93,6 +118,19 @@ inline void matmul_nt_acc(const float* A, std::int64_t lda, const float* B, std:
 inline void matmul_nt_acc_bf16(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb,
                                float* C, std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
   nt_detail::matmul_nt(A, lda, B, ldb, C, ldc, M, N, K);
+}
+
+// C += A @ B^T and sumsq[n] = sum_k B[n, k]^2 in one pass over B (a row
+// norm of the operand, e.g. QK-norm's K, taken while its rows stream by:
+// a second pass over a K tile cost as much as the first, even from L2).
+inline void matmul_nt_acc_sumsq(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+                                std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K, float* sumsq) {
+  nt_detail::matmul_nt(A, lda, B, ldb, C, ldc, M, N, K, sumsq);
+}
+inline void matmul_nt_acc_bf16_sumsq(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb,
+                                     float* C, std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K,
+                                     float* sumsq) {
+  nt_detail::matmul_nt(A, lda, B, ldb, C, ldc, M, N, K, sumsq);
 }
 
 }  // namespace cpu

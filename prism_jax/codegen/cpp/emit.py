@@ -14,6 +14,7 @@ does, and multiplies bfloat16 matrices (``matmul_acc_bf16_dot``: AMX tiles where
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -46,7 +47,7 @@ static constexpr float P_NEG_INF = -std::numeric_limits<float>::infinity();
 """
 
 _UNARY = {
-    OpKind.NEG: "(-{0})", OpKind.EXP: "pc::fast_exp({0})", OpKind.LOG: "std::log({0})", OpKind.SQRT: "std::sqrt({0})",
+    OpKind.NEG: "(-{0})", OpKind.EXP: "std::exp({0})", OpKind.LOG: "std::log({0})", OpKind.SQRT: "std::sqrt({0})",
     OpKind.RSQRT: "(1.0f / std::sqrt({0}))", OpKind.TANH: "std::tanh({0})", OpKind.LOGISTIC: "p_logistic({0})",
     OpKind.SQUARE: "(({0}) * ({0}))", OpKind.RECIPROCAL: "(1.0f / ({0}))", OpKind.ABS: "std::fabs({0})",
     OpKind.NOT: "(!({0}))",
@@ -87,6 +88,17 @@ def _ctype(t: TensorType) -> str:
 
 def _compute(dtype: DType) -> str:
     return "double" if dtype == DType.FLOAT64 else "float" if dtype.is_float else "std::int64_t"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaledOperand:
+    """A transposed matmul operand X·r·g computed as ((A·g) @ X^T)·r^T (KernelEmitter._plan_scaled_operands):
+    ``data`` is X (or the bfloat16 input X widens), ``rows`` the factors constant along k (one per row of X,
+    a column of C), ``cols`` those constant along n (one per column of X, a column of A)."""
+
+    data: int
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
 
 
 class _Writer:
@@ -134,6 +146,9 @@ class KernelEmitter:
         self.bf16_operands: dict[int, int] = {}  # matmul operand → the bf16 input it widens in registers
         self.nt_operands: dict[int, int] = {}  # matmul operand → the input it reads transposed (rows of B^T)
         self.elided: set[int] = set()  # values never computed (the matmul reads their input instead)
+        self.scaled_operands: dict[int, ScaledOperand] = {}  # transposed matmul operand → its factors
+        self.stored: set[int] = set()  # values a matmul reads from their buffer (never inlined)
+        self.fused_sums: dict[int, Op] = {}  # row sum of squares → the matmul whose pass over X computes it
         self.bf16_program = self._is_bf16_program()
         self.readers: dict[int, list[Op]] = {}  # value → the ops that read it
         for op in block.ops:
@@ -165,6 +180,9 @@ class KernelEmitter:
     # whether inputs read only by elementwise loops and reductions are read in place (CUDA stages them
     # in shared memory)
     ELEMENTWISE_VIEWS = True
+    # whether a transposed right operand that is a product of one tile with row and column scales is
+    # multiplied unscaled, the scales applied to A's columns and C's columns instead (CUDA: no)
+    SCALED_OPERANDS = True
 
     def _plan_views(self) -> None:
         """Block inputs read only as matmul operands are not copied: the matmul reads the source in
@@ -190,6 +208,8 @@ class KernelEmitter:
             self._plan_elementwise_views(users, outputs)
         if self.TRANSPOSED_VIEWS:
             self._plan_computed_transposes(users, outputs)
+            if self.SCALED_OPERANDS:
+                self._plan_scaled_operands(users, outputs)
 
     def _plan_inlining(self) -> set[int]:
         """Elementwise values read once, by an elementwise op over the same shape or a reduction of it in
@@ -202,8 +222,12 @@ class KernelEmitter:
         inlined = set()
         for op in self.block.ops:
             out = op.outputs[0]
-            users = readers.get(out, [])
-            if op.kind not in _ELEMENTWISE or out in outputs or out in self.elided or not users:
+            if op.kind not in _ELEMENTWISE or out in outputs or out in self.elided or out in self.stored:
+                continue
+            users = [u for u in readers.get(out, []) if u.outputs[0] not in self.elided]
+            if not users:
+                if readers.get(out):  # read only by values never computed (a factored operand)
+                    self.elided.add(out)
                 continue
             if len(users) > 1 or users[0].inputs.count(out) > 1:
                 if op.kind != OpKind.CONVERT:
@@ -248,6 +272,109 @@ class KernelEmitter:
                 continue
             self.nt_operands[out] = src
             self.elided.add(out)
+
+    def _plan_scaled_operands(self, users: dict, outputs: set) -> None:
+        """A computed right operand read transposed that is a float32 product of one tile X (n × k) with
+        factors constant along k (row scales r) and along n (column scales g) is not computed:
+        A @ (X·r·g)^T = ((A·g) @ X^T)·r^T, so the matmul reads X's rows where they lie (a bfloat16 K tile
+        widened in registers) and the scales go to A's columns and C's columns. QK-norm attention's
+        normalized K tile (K · rsqrt(mean K²) · γ) was written and read back per KV tile."""
+        defs = {op.outputs[0]: op for op in self.block.ops}
+        for b, src in list(self.nt_operands.items()):
+            if src in self.view_strides or len(users.get(src, [])) != 1:
+                continue
+            factored = self._product_factors(src, defs, users, outputs)
+            if factored is None:
+                continue
+            leaves, between = factored
+            scaled = self._classify_factors(src, leaves, users.get(b, []), defs)
+            if scaled is None:
+                continue
+            self.scaled_operands[b] = scaled
+            self.nt_operands[b] = scaled.data
+            self.elided |= set(between)
+            self.stored |= set(scaled.rows) | set(scaled.cols)
+            if scaled.data not in self.view_strides:
+                self.stored.add(scaled.data)
+            x = next(v for v in leaves if _shape(self.block.values[v]) == _shape(self.block.values[src]))
+            self._plan_fused_sum_of_squares(b, x, scaled, users)
+
+    def _plan_fused_sum_of_squares(self, b: int, x: int, scaled: "ScaledOperand", users: dict) -> None:
+        """A row sum of squares of the scaled operand's X (QK-norm's mean K²) is taken by the matmul's
+        own pass over X's rows (``matmul_nt_acc*_sumsq``), where the reduction stood: a second pass over
+        a K tile cost as much as the first. Only when the matmul's other inputs are ready there."""
+        matmuls = users.get(b, [])
+        if len(matmuls) != 1:
+            return
+        matmul = matmuls[0]
+        shape = _shape(self.block.values[x])
+        if shape[:-2] != _shape(self.block.values[matmul.outputs[0]])[:-2]:
+            return  # X broadcast over a batch dim: its sums would be taken once per batch index
+        order = {op.outputs[0]: i for i, op in enumerate(self.block.ops)}
+        phases = self.block.phases()
+        for square in users.get(x, []):
+            out = square.outputs[0]
+            squares = ((square.kind == OpKind.MUL and list(square.inputs) == [x, x]) or
+                       (square.kind == OpKind.SQUARE) or
+                       (square.kind == OpKind.INTEGER_POW and int(square.attrs.get("exponent", 0)) == 2))
+            readers = users.get(out, [])
+            if not squares or len(readers) != 1 or readers[0].kind != OpKind.REDUCE_SUM:
+                continue
+            reduce = readers[0]
+            total = reduce.outputs[0]
+            if (_shape(self.block.values[total]) != shape[:-1] + (1,) or self.block.values[total].dtype != DType.FLOAT32
+                    or phases[total] != phases[matmul.outputs[0]]):
+                continue
+            ready = [matmul.inputs[0], *scaled.cols]
+            if any(v in order and order[v] > order[total] for v in ready):
+                continue
+            self.fused_sums[total] = matmul
+            self.elided.add(out)
+            return
+
+    def _product_factors(self, root: int, defs: dict, users: dict, outputs: set) -> tuple[list[int], list[int]] | None:
+        """(the factors, the products in between) of a float32 product tree rooted at ``root`` whose inner
+        products each have one reader; None when ``root`` is not a product."""
+        leaves, between, stack = [], [], [root]
+        while stack:
+            v = stack.pop()
+            op = defs.get(v)
+            inner = v == root or (len(users.get(v, [])) == 1 and v not in outputs and v not in self.elided)
+            if (op is not None and op.kind == OpKind.MUL and inner and len(set(op.inputs)) == 2
+                    and self.block.values[v].dtype == DType.FLOAT32):
+                between.append(v)
+                stack.extend(op.inputs)
+            else:
+                leaves.append(v)
+        return (leaves, between) if between else None
+
+    def _classify_factors(self, src: int, leaves: list[int], matmuls: list[Op], defs: dict) -> "ScaledOperand | None":
+        """The factors as (the tile X, its row scales, its column scales), X given as the bfloat16 input it
+        converts where it is one read in place; None unless exactly one factor has the product's shape and
+        every other is constant along its last or second-to-last dim."""
+        shape = _shape(self.block.values[src])
+        if len(shape) < 2 or not leaves:
+            return None
+        values = self.block.values
+        full = [v for v in leaves if _shape(values[v]) == shape]
+        rest = [v for v in leaves if v not in full]
+        rows = [v for v in rest if _shape(values[v])[-1] == 1]
+        cols = [v for v in rest if v not in rows and _shape(values[v])[-2] == 1]
+        if (len(full) != 1 or len(rows) + len(cols) != len(rest) or values[full[0]].dtype != DType.FLOAT32
+                or any(values[v].dtype != DType.FLOAT32 or v in self.elided for v in rest)):
+            return None
+        for mm in matmuls:  # A·g: g's leading dims must match A's (or broadcast)
+            a_lead = _shape(values[mm.inputs[0]])[:-2]
+            if any(_shape(values[g])[:-2] not in (a_lead, (1,) * len(a_lead)) for g in cols):
+                return None
+        data = full[0]
+        op = defs.get(data)
+        if (op is not None and op.kind == OpKind.CONVERT and op.inputs[0] in self.view_strides
+                and values[op.inputs[0]].dtype == DType.BFLOAT16):
+            data = op.inputs[0]  # the matmul widens the bfloat16 rows itself
+        elif data in self.elided:
+            return None
+        return ScaledOperand(data, tuple(rows), tuple(cols))
 
     def _operand_chain(self, value: int, users: dict, outputs: set) -> tuple[int, bool, list[int]] | None:
         """(the value the matmuls read, whether it is transposed, the values in between) when ``value``
@@ -305,6 +432,7 @@ class KernelEmitter:
 
     BF16_TO_F32 = "pc::bf16_to_f32"
     F32_TO_BF16 = "pc::f32_to_bf16"
+    EXP = "pc::fast_exp"  # float32 exp the compiler vectorizes (libm's is a call per element)
 
     def loops(self, shape: Sequence[int], body: str) -> None:
         """``body`` once per element of ``shape`` (loop variables i0, i1, ...); elements independent."""
@@ -489,6 +617,8 @@ class KernelEmitter:
     def _elementwise_expr(self, op: Op, shape: Sequence[int]) -> str | None:
         """The scalar expression of an elementwise op at index (i0, i1, ...) of ``shape``; None for others."""
         kind = op.kind
+        if kind == OpKind.EXP:
+            return f"{self.EXP}({self.elem(op.inputs[0], shape)})"
         if kind in _UNARY:
             return _UNARY[kind].format(self.elem(op.inputs[0], shape))
         if kind in _BINARY:
@@ -511,6 +641,10 @@ class KernelEmitter:
 
     def _reduce(self, op: Op, shape: Sequence[int]) -> None:
         src, out = op.inputs[0], op.outputs[0]
+        if out in self.fused_sums:  # the matmul's pass over the rows sums their squares
+            matmul = self.fused_sums[out]
+            self._matmul_product(matmul, _shape(self.block.values[matmul.outputs[0]]), sum_of_squares=out)
+            return
         in_shape = _shape(self.block.values[src])
         is_sum = op.kind == OpKind.REDUCE_SUM
         identity = "0.0f" if is_sum else "P_NEG_INF"
@@ -549,6 +683,16 @@ class KernelEmitter:
         self.loops(list(shape[:-1]), "{ " + " ".join(body) + " }")
 
     def _matmul(self, op: Op, shape: Sequence[int]) -> None:
+        out = op.outputs[0]
+        if not any(m is op for m in self.fused_sums.values()):  # else computed where its row norm stood
+            self._matmul_product(op, shape)
+        scaled = self.scaled_operands.get(op.inputs[1])
+        for r in scaled.rows if scaled is not None else ():
+            self.loops(shape, f"v{out}[{_offset(_strides(shape))}] *= {self._row_scale(r, shape)};")
+
+    def _matmul_product(self, op: Op, shape: Sequence[int], sum_of_squares: int | None = None) -> None:
+        """The matmul call(s) into v<out> (zeroed first); ``sum_of_squares``: also the value that gets the
+        sums of squares of the transposed operand's rows."""
         a, b = op.inputs
         out = op.outputs[0]
         if any(self.block.values[v].dtype != DType.FLOAT32 for v in (a, b, out)):
@@ -562,12 +706,35 @@ class KernelEmitter:
         if self.block.values[b_source].dtype == DType.BFLOAT16:
             function += "_bf16_dot" if self.bf16_program and b not in self.nt_operands else "_bf16"
         batch = shape[:-2]
+        scaled = self.scaled_operands.get(b)
+        a_name = f"v{a}"
         a_off = _offset(self._batch_strides(a, a_shape, batch))
+        if scaled is not None and scaled.cols:  # A·g, into a buffer of A's shape
+            a_name, lda = f"sa{out}", k
+            self.w(f"static thread_local std::vector<float> {a_name}_buf; {a_name}_buf.resize({math.prod(a_shape)}); "
+                   f"float* {a_name} = {a_name}_buf.data();")
+            product = " * ".join([self.elem(a, a_shape)] + [self.elem(g, a_shape) for g in scaled.cols])
+            self.loops(a_shape, f"{a_name}[{_offset(_strides(a_shape))}] = {product};")
+            a_off = _offset([s * m * k for s in _broadcast_strides(a_shape[:-2], batch)])
         b_off = _offset(self._batch_strides(b_source, b_shape, batch))
         self.fill(f"v{out}", math.prod(shape), "0.0f")
-        call = (f"{function}(v{a} + ({a_off}), {lda}, v{b_source} + ({b_off}), {ldb}, "
-                f"v{out} + ({_offset(_strides(batch) if batch else [])}) * {m * n}, {n}, {m}, {n}, {k});")
+        c_off = _offset(_strides(batch) if batch else [])
+        extra = ""
+        if sum_of_squares is not None:  # one sum per row of X: (.., n, 1), contiguous per batch index
+            function += "_sumsq"
+            extra = f", v{sum_of_squares} + ({c_off}) * {n}"
+        call = (f"{function}({a_name} + ({a_off}), {lda}, v{b_source} + ({b_off}), {ldb}, "
+                f"v{out} + ({c_off}) * {m * n}, {n}, {m}, {n}, {k}{extra});")
         self.loops(batch, call)
+
+    def _row_scale(self, r: int, shape: Sequence[int]) -> str:
+        """Element (.., i, j) of a matmul result's column scale: factor ``r`` of row j of the transposed
+        operand X (r's shape (.., n, 1), so its second-to-last dim walks C's last)."""
+        r_shape = _shape(self.block.values[r])
+        own = self.view_strides.get(r, _strides(r_shape))
+        strides = [0 if d == 1 and t != 1 else st for d, t, st in zip(r_shape[:-2], shape[:-2], own[:-2])]
+        strides += [0, own[-2] if r_shape[-2] != 1 else 0]
+        return self.read(r, f"v{r}[{_offset(strides)}]")
 
     def _batch_strides(self, value: int, shape: Sequence[int], batch: Sequence[int]) -> list[int]:
         """Element strides of a matmul operand's leading dims along the output's batch dims (0 where it
@@ -615,8 +782,8 @@ class KernelEmitter:
         idx = _offset(_strides(s_shape))
         s = self.read(scale, f"v{scale}[{idx}]")
         self.loops(s_shape, f"{{ const float s = {s}, m = run{out}[{idx}], mx = std::max(m, s); "
-                              f"old{out}[{idx}] = m == P_NEG_INF ? 0.0f : pc::fast_exp(m - mx); "
-                              f"new{out}[{idx}] = s == P_NEG_INF ? 0.0f : pc::fast_exp(s - mx); run{out}[{idx}] = mx; }}")
+                              f"old{out}[{idx}] = m == P_NEG_INF ? 0.0f : {self.EXP}(m - mx); "
+                              f"new{out}[{idx}] = s == P_NEG_INF ? 0.0f : {self.EXP}(s - mx); run{out}[{idx}] = mx; }}")
         factor = _offset(_broadcast_strides(s_shape, shape))
         acc = f"v{out}[{_offset(_strides(shape))}]"
         self.loops(shape, f"{acc} = {acc} * old{out}[{factor}] + {self.elem(value, shape)} * new{out}[{factor}];")

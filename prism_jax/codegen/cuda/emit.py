@@ -46,10 +46,12 @@ __device__ __forceinline__ float p_logistic(float x) {
 class CudaKernelEmitter(KernelEmitter):
     BF16_TO_F32 = "p_bf16_to_f32"
     F32_TO_BF16 = "p_f32_to_bf16"
+    EXP = "std::exp"
     BATCHED_VIEWS = False  # its matmul indexes views as unit-batch tiles
     TRANSPOSED_VIEWS = False
     INLINE_INTO_REDUCTIONS = False  # its reductions index the reduced dims r0, r1, ...
     ELEMENTWISE_VIEWS = False  # tiles are staged in shared memory
+    SCALED_OPERANDS = False  # its matmul reads staged tiles
 
     def __init__(self, block: BlockGraph, source_types: Sequence[TensorType], symbol: str,
                  threads: int = THREADS) -> None:
