@@ -18,6 +18,7 @@ from prism_jax.native import runtime_include_dir
 
 SHIM = r"""
 #include "prism_cpu.h"
+#include "prism_cpu_nt.h"
 using namespace prism_jax::cpu;
 using i64 = std::int64_t;
 extern "C" {
@@ -48,6 +49,16 @@ void shim_to_f32_each(const std::uint16_t* s, float* d, i64 n) {
 }
 void shim_to_bf16(const float* s, std::uint16_t* d, i64 n) { f32_to_bf16(s, d, n); }
 void shim_to_f32(const std::uint16_t* s, float* d, i64 n) { bf16_to_f32(s, d, n); }
+void shim_matmul_nt(const float* A, i64 lda, const float* B, i64 ldb, float* C, i64 ldc, i64 M, i64 N, i64 K,
+                    float* sumsq) {
+  if (sumsq) matmul_nt_acc_sumsq(A, lda, B, ldb, C, ldc, M, N, K, sumsq);
+  else matmul_nt_acc(A, lda, B, ldb, C, ldc, M, N, K);
+}
+void shim_matmul_nt_bf16(const float* A, i64 lda, const std::uint16_t* B, i64 ldb, float* C, i64 ldc, i64 M, i64 N,
+                         i64 K, float* sumsq) {
+  if (sumsq) matmul_nt_acc_bf16_sumsq(A, lda, B, ldb, C, ldc, M, N, K, sumsq);
+  else matmul_nt_acc_bf16(A, lda, B, ldb, C, ldc, M, N, K);
+}
 void shim_fast_exp(const float* s, float* d, i64 n) {
   for (i64 i = 0; i < n; ++i) d[i] = fast_exp(s[i]);
 }
@@ -88,6 +99,9 @@ class Shim:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         for name in ("shim_matmul", "shim_matmul_bf16", "shim_matmul_bf16_dot"):
             getattr(lib, name).argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64]
+            getattr(lib, name).restype = None
+        for name in ("shim_matmul_nt", "shim_matmul_nt_bf16"):
+            getattr(lib, name).argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, ptr]
             getattr(lib, name).restype = None
         for name in ("shim_to_bf16_each", "shim_to_f32_each", "shim_to_bf16", "shim_to_f32", "shim_fast_exp"):
             getattr(lib, name).argtypes = [ptr, ptr, i64]
@@ -372,3 +386,29 @@ def test_fast_exp_is_within_two_ulp(shim):
     got = shim.convert("shim_fast_exp", special, np.float32)
     np.testing.assert_array_equal(got[[0, 1, 3, 4, 5, 6]], [np.inf, 0.0, np.inf, np.inf, 0.0, 0.0])
     assert np.isnan(got[2])
+
+
+@pytest.mark.parametrize("b_dtype", [np.float32, np.uint16], ids=["f32", "bf16"])
+def test_matmul_nt_and_row_sums_of_squares(shim, b_dtype):
+    """C += A @ B^T reading B's rows in place, and with _sumsq B's row sums of squares from the same pass
+    (written, one per row of B, whatever M is: 0 rows of A included)."""
+    rng = np.random.default_rng(31)
+    fn = shim.lib.shim_matmul_nt_bf16 if b_dtype == np.uint16 else shim.lib.shim_matmul_nt
+    for m in (0, 1, 3, 4, 5, 9):
+        for n in (1, 7, 33):
+            for k in (1, 15, 16, 17, 100):
+                a, _ = _tile(rng, max(m, 1), k)
+                a = a[:m]
+                b, _ = _tile(rng, n, k, b_dtype)
+                for with_sums in (False, True):
+                    c = rng.standard_normal((m, n)).astype(np.float32)
+                    expected = c.astype(np.float64) + a.astype(np.float64) @ _b_values(b).T
+                    sums = np.full(n, -1.0, np.float32)
+                    fn(a.ctypes.data if m else 0, a.strides[0] // 4 if m else k, b.ctypes.data,
+                       b.strides[0] // b.itemsize, c.ctypes.data, n, m, n, k, sums.ctypes.data if with_sums else None)
+                    label = f"M={m} N={n} K={k}"
+                    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=2e-5 * np.sqrt(k), err_msg=label)
+                    if with_sums:
+                        np.testing.assert_allclose(sums, (_b_values(b) ** 2).sum(axis=1), rtol=1e-5, err_msg=label)
+                    else:
+                        assert (sums == -1.0).all()
