@@ -19,9 +19,9 @@
 //                    float32 in registers (B is streamed once)
 //   matmul_acc_bf16_dot  bfloat16 x bfloat16 (A rounded), on AMX tiles where
 //                    available (prism_cpu_amx.h)
-//   parallel_blocks  run a kernel's grid blocks on a caller-supplied thread
-//                    pool (XLA's intra-op pool: no second pool competing
-//                    with XLA's for the cores)
+//   parallel_blocks  run a kernel's grid blocks: on the runtime library's
+//                    worker threads (prism_cpu_pool.h) in generated kernels,
+//                    else on a caller-supplied pool (e.g. XLA's)
 //   bf16_to_f32 / f32_to_bf16   scalar and vectorized conversions
 //                    (float -> bfloat16 rounds to nearest even; NaN stays NaN)
 //
@@ -986,6 +986,22 @@ struct BlockQueue {
 // left and the caller never waits for a task that has not started: no
 // deadlock when the caller is itself a pool thread.  Returns when every block
 // is done.  A late task touches only the heap-held queue, never `body`.
+#if defined(PRISM_CPU_EXTERN_MATMUL)
+// Generated kernels run their blocks on the runtime library's own worker
+// threads (prism_cpu_pool.h: they stay awake between calls); `pool` only
+// gives the default thread count.
+extern "C" void prism_cpu_parallel_for(std::int64_t workers, std::int64_t blocks,
+                                       void (*fn)(void*, std::int64_t), void* ctx);
+template <class Pool, class Body>
+void parallel_blocks(Pool&, std::int64_t workers, std::int64_t blocks, Body& body) {
+  if (blocks <= 1 || workers <= 1) {
+    for (std::int64_t b = 0; b < blocks; ++b) body(b);
+    return;
+  }
+  auto call = [](void* ctx, std::int64_t b) { (*static_cast<Body*>(ctx))(b); };
+  prism_cpu_parallel_for(workers, blocks, call, &body);
+}
+#else
 template <class Pool, class Body>
 void parallel_blocks(Pool& pool, std::int64_t workers, std::int64_t blocks, Body& body) {
   if (blocks <= 1 || workers <= 1) {
@@ -1017,6 +1033,7 @@ void parallel_blocks(Pool& pool, std::int64_t workers, std::int64_t blocks, Body
     }
   }
 }
+#endif  // PRISM_CPU_EXTERN_MATMUL
 
 }  // namespace cpu
 }  // namespace prism_jax

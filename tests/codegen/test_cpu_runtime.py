@@ -19,6 +19,9 @@ from prism_jax.native import runtime_include_dir
 SHIM = r"""
 #include "prism_cpu.h"
 #include "prism_cpu_nt.h"
+#include "prism_cpu_pool.h"
+#include <thread>
+#include <vector>
 using namespace prism_jax::cpu;
 using i64 = std::int64_t;
 extern "C" {
@@ -59,13 +62,27 @@ void shim_matmul_nt_bf16(const float* A, i64 lda, const std::uint16_t* B, i64 ld
   if (sumsq) matmul_nt_acc_bf16_sumsq(A, lda, B, ldb, C, ldc, M, N, K, sumsq);
   else matmul_nt_acc_bf16(A, lda, B, ldb, C, ldc, M, N, K);
 }
+static void count_block(void* ctx, i64 b) {
+  reinterpret_cast<std::atomic<int>*>(ctx)[b].fetch_add(1);
+}
+// `callers` threads at once each run `blocks` blocks on the pool with `workers` threads; counts[c * blocks + b]
+// is how often caller c's block b ran
+void shim_pool_run(int callers, i64 workers, i64 blocks, int* counts) {
+  std::vector<std::atomic<int>> seen(callers * blocks);
+  for (auto& n : seen) n.store(0);  // (C++17 leaves a default-constructed atomic uninitialized)
+  std::vector<std::thread> threads;
+  for (int c = 0; c < callers; ++c)
+    threads.emplace_back([&, c] { pool::shared_pool().run(workers, blocks, count_block, seen.data() + c * blocks); });
+  for (auto& t : threads) t.join();
+  for (i64 i = 0; i < callers * blocks; ++i) counts[i] = seen[i].load();
+}
 void shim_fast_exp(const float* s, float* d, i64 n) {
   for (i64 i = 0; i < n; ++i) d[i] = fast_exp(s[i]);
 }
 }
 """
 
-COMMON = ["-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror"]
+COMMON = ["-std=c++17", "-pthread", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror"]
 # name: (flags, CPU flags the host needs to run it, expected path (2 AVX-512, 1 AVX2, 0 scalar), max MR)
 BUILDS = {
     # as generated kernels are built on an AVX-512 host: zmm micro-kernel, MR up to 14
@@ -100,6 +117,8 @@ class Shim:
         for name in ("shim_matmul", "shim_matmul_bf16", "shim_matmul_bf16_dot"):
             getattr(lib, name).argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64]
             getattr(lib, name).restype = None
+        lib.shim_pool_run.argtypes = [ctypes.c_int, i64, i64, ptr]
+        lib.shim_pool_run.restype = None
         for name in ("shim_matmul_nt", "shim_matmul_nt_bf16"):
             getattr(lib, name).argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, ptr]
             getattr(lib, name).restype = None
@@ -412,3 +431,14 @@ def test_matmul_nt_and_row_sums_of_squares(shim, b_dtype):
                         np.testing.assert_allclose(sums, (_b_values(b) ** 2).sum(axis=1), rtol=1e-5, err_msg=label)
                     else:
                         assert (sums == -1.0).all()
+
+
+@pytest.mark.parametrize("callers", [1, 3])
+def test_pool_runs_every_block_once(shim, callers):
+    """The worker pool of generated kernels: every block of every caller exactly once, whatever the thread
+    count, the block count and how many callers share the pool at the same moment."""
+    for workers in (1, 2, 4):
+        for blocks in (0, 1, 2, 7, 33):
+            counts = np.zeros(callers * blocks, np.int32)
+            shim.lib.shim_pool_run(callers, workers, blocks, counts.ctypes.data)
+            assert (counts == 1).all(), (workers, blocks, counts)
