@@ -6,10 +6,9 @@
 // thread took ~40 us (median; p90 47 us, measured on the 2-core VM of
 // prism_cpu.h's notes) -- a fifth of a 200 us kernel, during which the
 // caller ran alone (with two blocks it often ran both).  These workers spin
-// for a while after every job (kSpinMicros; PRISM_CPU_SPIN_US overrides it),
-// pausing and yielding their core to any other runnable thread, so the next
-// kernel call finds them awake (~1 us); then they sleep on a condition
-// variable and cost nothing.
+// for a while after every job (kSpinMicros; PRISM_CPU_SPIN_US overrides it)
+// while jobs come within that window, so the next kernel call finds them
+// awake (~1 us); then they sleep on a condition variable and cost nothing.
 //
 // One job slot: a caller publishes its job and runs blocks itself; workers
 // claim blocks one at a time from the job's counter, so a job finishes even
@@ -107,16 +106,13 @@ class SpinPool {
     }
   }
 
-  // Returns once the generation has moved past `seen`: spinning first, then asleep.
-  void wait_for_job(std::uint64_t seen) {
-    const auto deadline = std::chrono::steady_clock::now() + spin_;
+  // Returns once the generation has moved past `seen`: spinning for up to
+  // `spin` first, then asleep.
+  void wait_for_job(std::uint64_t seen, std::chrono::microseconds spin) {
+    const auto deadline = std::chrono::steady_clock::now() + spin;
     for (unsigned i = 1; generation_.load(std::memory_order_acquire) == seen; ++i) {
       PRISM_CPU_PAUSE();
-      if (i % 64 != 0) continue;
-      if (std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::yield();  // a runnable thread on this core goes first
-        continue;
-      }
+      if (i % 64 != 0 || std::chrono::steady_clock::now() < deadline) continue;
       std::unique_lock<std::mutex> lock(mutex_);
       sleepers_.fetch_add(1, std::memory_order_acq_rel);
       wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
@@ -124,10 +120,17 @@ class SpinPool {
     }
   }
 
+  // A worker spins only while jobs come close together: when the last one
+  // came later than the spin window (it slept), the next wait sleeps at
+  // once -- calls far apart, or a busy machine (another process's threads),
+  // do not pay for spinning that finds nothing.
   void work() {
     std::uint64_t seen = 0;
+    std::chrono::microseconds spin = spin_;
     for (;;) {
-      wait_for_job(seen);
+      const auto idle_from = std::chrono::steady_clock::now();
+      wait_for_job(seen, spin);
+      spin = std::chrono::steady_clock::now() - idle_from <= spin_ ? spin_ : std::chrono::microseconds(0);
       std::shared_ptr<Job> job;
       {
         std::lock_guard<std::mutex> lock(mutex_);

@@ -72,13 +72,18 @@ def _time(device: DeviceSpec, nbytes: int, flops: int, blocks: int, itemsize: in
     return (max(memory, compute) if overlapped else memory + compute) + device.launch_overhead_s
 
 
-def overlaps_loads(block: BlockGraph, device: DeviceSpec) -> bool:
+def overlaps_loads(block: BlockGraph, device: DeviceSpec, streamed_operands: bool = False) -> bool:
     """A block hides its loads behind compute when its loop has several iterations (the next tiles
-    load while this one computes) or when two blocks fit on chip at once (on a CPU not counting the
-    matmul operands its kernels stream: the matmul reads them as it computes)."""
-    streamed = streamed_matmul_operands(block) if device.kind == "cpu" else set()
-    tile_bytes = sum(_bytes(t) for v, t in enumerate(block.values) if v not in streamed)
-    return int(block.forloop) >= 2 or 2 * tile_bytes <= device.onchip_bytes
+    load while this one computes) or when two blocks fit on chip at once (with ``streamed_operands``,
+    as the CPU kernels do, not counting the matmul operands: the matmul reads them as it computes)."""
+    return int(block.forloop) >= 2 or 2 * tile_bytes(block, streamed_operands) <= device.onchip_bytes
+
+
+def tile_bytes(block: BlockGraph, streamed_operands: bool = False) -> int:
+    """Bytes of a block's tiles on chip; with ``streamed_operands`` less those its matmuls read in place
+    (:func:`streamed_matmul_operands`)."""
+    streamed = streamed_matmul_operands(block) if streamed_operands else set()
+    return sum(_bytes(t) for v, t in enumerate(block.values) if v not in streamed)
 
 
 def streamed_matmul_operands(block) -> set[int]:
@@ -127,8 +132,10 @@ def block_cost(block: BlockGraph, sources: list[TensorType]) -> tuple[int, int, 
     return nbytes, flops, blocks
 
 
-def estimate(graph: KernelGraph, device: DeviceSpec) -> CostEstimate:
-    """Each custom kernel is one kernel; predefined ops run as XLA fuses them (see :func:`_fusions`)."""
+def estimate(graph: KernelGraph, device: DeviceSpec, streamed_operands: bool = False) -> CostEstimate:
+    """Each custom kernel is one kernel; predefined ops run as XLA fuses them (see :func:`_fusions`).
+    ``streamed_operands``: the kernels read matmul operands in place (the CPU target's rules,
+    ``TileRules.streamed_matmul_operands``)."""
     if not is_concrete_graph(graph):
         raise IRError(f"cost of {graph.name!r} needs concrete sizes; instantiate it first")
     fused, reads = _fusions(graph)
@@ -139,7 +146,7 @@ def estimate(graph: KernelGraph, device: DeviceSpec) -> CostEstimate:
         if op.kind == OpKind.CUSTOM_KERNEL:
             nbytes, flops, blocks = block_cost(op.block, ins)
             steps = blocks * int(op.block.forloop) / min(blocks, device.parallel_units)  # per unit, in parallel
-            seconds = _time(device, nbytes, flops, blocks, itemsize, overlaps_loads(op.block, device))
+            seconds = _time(device, nbytes, flops, blocks, itemsize, overlaps_loads(op.block, device, streamed_operands))
             kernels.append(KernelCost(f"#{i} {op.kind}", nbytes, flops, blocks,
                                       seconds + steps * device.step_overhead_s))
             continue

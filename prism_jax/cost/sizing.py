@@ -12,7 +12,7 @@ import math
 from typing import Mapping
 
 from prism_jax.cost.devices import DeviceSpec
-from prism_jax.cost.model import CostEstimate, estimate, streamed_matmul_operands
+from prism_jax.cost.model import CostEstimate, estimate, tile_bytes
 from prism_jax.ir import Divisible, IRError, KernelGraph, OpKind, instantiate
 from prism_jax.ir.symbolic import free_symbols, substitute
 
@@ -77,7 +77,9 @@ class TileRules:
 
     @staticmethod
     def for_device(device: DeviceSpec) -> "TileRules":
-        return TileRules(MIN_MATMUL_TILE) if device.kind == "gpu" else TileRules()
+        """The rules a target's kernels follow by default: tensor-core tiles on GPUs; on a CPU the C++
+        kernels', whose matmuls read their operands in place (:data:`NATIVE_CPU`)."""
+        return TileRules(MIN_MATMUL_TILE) if device.kind == "gpu" else NATIVE_CPU
 
 
 TRITON = TileRules(min_matmul_tile=16, power_of_two_blocks=True)  # Pallas' Triton lowering
@@ -138,13 +140,11 @@ def _cost(graph: KernelGraph, sizes: dict[str, int], device: DeviceSpec, rules: 
     footprint = 0
     for op in concrete.ops:
         if op.kind == OpKind.CUSTOM_KERNEL:
-            streamed = streamed_matmul_operands(op.block) if rules.streamed_matmul_operands else set()
-            tile_bytes = sum(int(math.prod(t.shape)) * t.dtype.itemsize
-                             for v, t in enumerate(op.block.values) if v not in streamed)
-            if tile_bytes > device.onchip_bytes or not _tiles_ok(op.block, rules):
+            on_chip = tile_bytes(op.block, rules.streamed_matmul_operands)
+            if on_chip > device.onchip_bytes or not _tiles_ok(op.block, rules):
                 return None
-            footprint = max(footprint, tile_bytes)
-    return Ranked(estimate(concrete, device), dict(sizes), footprint)
+            footprint = max(footprint, on_chip)
+    return Ranked(estimate(concrete, device, rules.streamed_matmul_operands), dict(sizes), footprint)
 
 
 MIN_MATMUL_TILE = 16  # tensor-core tiles (Triton's minimum dot size) on GPUs
