@@ -100,6 +100,10 @@ def test_workload_native_cpu_kernels_match_jit_with_grad_and_vmap(name, dtype, n
     assert_grad_and_vmap_match(optimized, fn, args, dtype)
 
 
+# the tuner builds one program (the plumbing tests fake its clock: more programs would only cost compiles)
+ONE_PROGRAM = prism_jax.TuneConfig(candidates=1, sizes_per_candidate=1, cpu_threads=(0,))
+
+
 def power_of_two_tiles(graph):
     return all(int(d) & (int(d) - 1) == 0 for op in graph.custom_kernels for t in op.block.values for d in t.shape)
 
@@ -224,7 +228,8 @@ def test_cpu_backend_native_kernels_compose_with_grad_and_vmap(monkeypatch, tmp_
         return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
 
     monkeypatch.setattr(tuner, "time_chained", fake_clock)
-    optimized = prism_jax.superoptimize(rmsnorm_matmul, backend="cpu", search_config=SEARCH, progress=False)
+    optimized = prism_jax.superoptimize(rmsnorm_matmul, backend="cpu", search_config=SEARCH, tune_config=ONE_PROGRAM,
+                                        progress=False)
     args = small_args()
     assert_close(optimized(*args), rmsnorm_matmul(*args), jnp.float32)
     plan = optimized.explain(*args).plan
@@ -251,7 +256,8 @@ def test_cpu_backend_keeps_xla_when_it_is_faster_and_shows_what_was_found(monkey
 
     monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(tuner, "time_chained", fake_clock)
-    optimized = prism_jax.superoptimize(rmsnorm_matmul, backend="cpu", search_config=SEARCH, progress=False)
+    optimized = prism_jax.superoptimize(rmsnorm_matmul, backend="cpu", search_config=SEARCH, tune_config=ONE_PROGRAM,
+                                        progress=False)
     args = small_args()
     assert_close(optimized(*args), rmsnorm_matmul(*args), jnp.float32)
     report = optimized.explain(*args)
