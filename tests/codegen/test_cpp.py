@@ -211,3 +211,36 @@ def test_a_bfloat16_program_multiplies_bfloat16_matrices(out):
     (got,) = jax.jit(cpp.kernel_graph_function(graph))(*inputs)
     tol = 1e-2 if out == "bfloat16" else 2e-5
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(expected, np.float32), rtol=tol, atol=tol)
+
+
+def _transposed_sum_graph():
+    """``Q @ (K + bias)^T``: a computed right operand read transposed that is not a product (no scales
+    to factor out): the matmul takes dot products with the rows of the computed tile."""
+    from prism_jax.ir import DType, TensorType
+    from prism_jax.ir.graph import BlockGraphBuilder, KernelGraphBuilder
+    from prism_jax.ir.maps import map_from_dims
+    from prism_jax.ir.ops import OpKind
+
+    tq, tk = TensorType((4, 48), DType.FLOAT32), TensorType((40, 48), DType.FLOAT32)
+    kb = KernelGraphBuilder("transposed_sum")
+    q_in, k_in, bias_in = kb.input(tq, "Q"), kb.input(tk, "K"), kb.input(tk, "bias")
+    bb = BlockGraphBuilder((2,), 1)
+    q = bb.input(0, tq, map_from_dims(2, 1, [None]))
+    k = bb.input(1, tk, map_from_dims(2, 1, [0]))
+    bias = bb.input(2, tk, map_from_dims(2, 1, [0]))
+    kt = bb.op(OpKind.TRANSPOSE, bb.op(OpKind.ADD, k, bias), perm=(1, 0))
+    bb.output(bb.op(OpKind.MATMUL, q, kt), map_from_dims(2, 1, [1]))
+    (out,) = kb.custom_kernel(bb.build([tq, tk, tk]), q_in, k_in, bias_in)
+    return kb.build([out])
+
+
+@needs_compiler
+def test_a_computed_transposed_operand_is_computed_once_and_read_by_rows():
+    graph = _transposed_sum_graph()
+    op = graph.custom_kernels[0]
+    source = cpp.kernel_source(op.block, [graph.values[v] for v in op.inputs], "transposed_sum")
+    assert "pc::matmul_nt_acc(" in source and "_sumsq" not in source
+    inputs = random_inputs(graph, seed=2)
+    expected = evaluate(graph, *inputs)
+    got = jax.jit(cpp.kernel_graph_function(graph))(*inputs)
+    np.testing.assert_allclose(np.asarray(got[0]), expected[0], rtol=2e-5, atol=2e-5)

@@ -273,6 +273,7 @@ class KernelEmitter:
                 continue
             self.nt_operands[out] = src
             self.elided.add(out)
+            self.stored.add(src)  # the matmul reads its buffer (never computed inside a reader's loop)
 
     def _plan_scaled_operands(self, users: dict, outputs: set) -> None:
         """A computed right operand read transposed that is a float32 product of one tile X (n × k) with
@@ -294,6 +295,7 @@ class KernelEmitter:
             self.scaled_operands[b] = scaled
             self.nt_operands[b] = scaled.data
             self.elided |= set(between)
+            self.stored.discard(src)  # never computed now
             self.stored |= set(scaled.rows) | set(scaled.cols)
             if scaled.data not in self.view_strides:
                 self.stored.add(scaled.data)
