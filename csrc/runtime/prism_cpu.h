@@ -19,9 +19,8 @@
 //                    float32 in registers (B is streamed once)
 //   matmul_acc_bf16_dot  bfloat16 x bfloat16 (A rounded), on AMX tiles where
 //                    available (prism_cpu_amx.h)
-//   parallel_blocks  run a kernel's grid blocks: on the runtime library's
-//                    worker threads (prism_cpu_pool.h) in generated kernels,
-//                    else on a caller-supplied pool (e.g. XLA's)
+//   parallel_blocks  run a kernel's grid blocks on the runtime library's
+//                    worker threads (prism_cpu_pool.h)
 //   bf16_to_f32 / f32_to_bf16   scalar and vectorized conversions
 //                    (float -> bfloat16 rounds to nearest even; NaN stays NaN)
 //
@@ -76,13 +75,10 @@
 // and split K or M across threads rather than N into narrow tiles.
 #pragma once
 
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <memory>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -968,32 +964,20 @@ inline void matmul_acc_bf16_dot(const float* A, std::int64_t lda, const std::uin
 #endif  // PRISM_CPU_EXTERN_MATMUL
 
 // ---------------------------------------------------------------------------
-// Grid blocks over a thread pool
+// Grid blocks over the runtime's worker threads
 // ---------------------------------------------------------------------------
 
-namespace detail {
-struct BlockQueue {
-  std::atomic<std::int64_t> next{0};
-  std::atomic<std::int64_t> done{0};
-  std::int64_t blocks = 0;
-};
-}  // namespace detail
-
-// Calls body(b) once for every b in [0, blocks), on the calling thread and on
-// up to workers - 1 tasks scheduled on `pool` (anything with Schedule(F&&),
-// e.g. xla::ffi::ThreadPool).  Blocks are claimed one at a time from a shared
-// counter, so a task that starts late (the pool busy elsewhere) finds nothing
-// left and the caller never waits for a task that has not started: no
-// deadlock when the caller is itself a pool thread.  Returns when every block
-// is done.  A late task touches only the heap-held queue, never `body`.
-#if defined(PRISM_CPU_EXTERN_MATMUL)
-// Generated kernels run their blocks on the runtime library's own worker
-// threads (prism_cpu_pool.h: they stay awake between calls); `pool` only
-// gives the default thread count.
+// The runtime library's (prism_cpu_runtime.cc, prism_cpu_pool.h): fn(ctx, b)
+// for every b in [0, blocks), on the calling thread and up to workers - 1
+// worker threads, which stay awake between kernel calls that come close
+// together; returns when every block is done.
 extern "C" void prism_cpu_parallel_for(std::int64_t workers, std::int64_t blocks,
                                        void (*fn)(void*, std::int64_t), void* ctx);
-template <class Pool, class Body>
-void parallel_blocks(Pool&, std::int64_t workers, std::int64_t blocks, Body& body) {
+
+// Calls body(b) once for every b in [0, blocks) on up to `workers` threads
+// (the caller's included): generated kernels' grid blocks.
+template <class Body>
+void parallel_blocks(std::int64_t workers, std::int64_t blocks, Body& body) {
   if (blocks <= 1 || workers <= 1) {
     for (std::int64_t b = 0; b < blocks; ++b) body(b);
     return;
@@ -1001,39 +985,6 @@ void parallel_blocks(Pool&, std::int64_t workers, std::int64_t blocks, Body& bod
   auto call = [](void* ctx, std::int64_t b) { (*static_cast<Body*>(ctx))(b); };
   prism_cpu_parallel_for(workers, blocks, call, &body);
 }
-#else
-template <class Pool, class Body>
-void parallel_blocks(Pool& pool, std::int64_t workers, std::int64_t blocks, Body& body) {
-  if (blocks <= 1 || workers <= 1) {
-    for (std::int64_t b = 0; b < blocks; ++b) body(b);
-    return;
-  }
-  auto queue = std::make_shared<detail::BlockQueue>();
-  queue->blocks = blocks;
-  Body* fn = &body;
-  auto drain = [queue, fn]() {
-    for (std::int64_t b; (b = queue->next.fetch_add(1, std::memory_order_relaxed)) < queue->blocks;) {
-      (*fn)(b);
-      queue->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  const std::int64_t tasks = (workers < blocks ? workers : blocks) - 1;
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    auto task = drain;  // the pool takes its own copy (an rvalue)
-    pool.Schedule(std::move(task));
-  }
-  drain();
-  for (int spin = 0; queue->done.load(std::memory_order_acquire) < blocks; ++spin) {
-    if (spin < 4096) {
-#if PRISM_CPU_AVX2
-      _mm_pause();
-#endif
-    } else {
-      std::this_thread::yield();
-    }
-  }
-}
-#endif  // PRISM_CPU_EXTERN_MATMUL
 
 }  // namespace cpu
 }  // namespace prism_jax

@@ -471,7 +471,7 @@ class KernelEmitter:
         self._declare_values()
         self._block_body()
         blocks = math.prod(self.grid)
-        tail = ["  };", f"  pc::parallel_blocks(pool, workers > 0 ? workers : pool.num_threads(), {blocks}, block);",
+        tail = ["  };", f"  pc::parallel_blocks(workers > 0 ? workers : pool.num_threads(), {blocks}, block);",
                 "  return ffi::Error::Success();", "}"]
         bind = '.Ctx<ffi::ThreadPool>().Attr<std::int64_t>("workers")' + "".join(".Arg<ffi::AnyBuffer>()" for _ in self.sources) + "".join(
             ".Ret<ffi::AnyBuffer>()" for _ in self.block.outputs)
