@@ -151,6 +151,7 @@ class KernelEmitter:
         self.stored: set[int] = set()  # values a matmul reads from their buffer (never inlined)
         self.fused_sums: dict[int, Op] = {}  # row sum of squares → the matmul whose pass over X computes it
         self.bf16_program = self._is_bf16_program()
+        self.phases = block.phases()  # of every value: before, in or after the for-loop
         self.readers: dict[int, list[Op]] = {}  # value → the ops that read it
         for op in block.ops:
             for v in op.inputs:
@@ -218,7 +219,7 @@ class KernelEmitter:
         of two, and no buffer; e.g. a norm's square → sum). A convert (a shift for bfloat16) is inlined
         into every reader when all of them qualify: re-widening is cheaper than a float32 copy of the tile."""
         readers = self.readers
-        phases = self.block.phases()
+        phases = self.phases
         outputs = {o.value for o in self.block.outputs}
         inlined = set()
         for op in self.block.ops:
@@ -314,7 +315,7 @@ class KernelEmitter:
         if shape[:-2] != _shape(self.block.values[matmul.outputs[0]])[:-2]:
             return  # X broadcast over a batch dim: its sums would be taken once per batch index
         order = {op.outputs[0]: i for i, op in enumerate(self.block.ops)}
-        phases = self.block.phases()
+        phases = self.phases
         for square in users.get(x, []):
             out = square.outputs[0]
             squares = ((square.kind == OpKind.MUL and list(square.inputs) == [x, x]) or
@@ -482,7 +483,7 @@ class KernelEmitter:
         """What one block does: loads, loop-invariant ops, the for-loop with its accumulators, the
         after-loop ops, stores (block indices b0.. and tile buffers v0.. already defined)."""
         w = self.w
-        phases = self.block.phases()
+        phases = self.phases
         looped = [any(e is True for e in inp.fmap) for inp in self.block.inputs]
         for inp, is_looped in zip(self.block.inputs, looped):
             if not is_looped:
