@@ -16,8 +16,9 @@ left to the GPU harness) x dtype (float32 and bfloat16 unless ``--dtype`` says):
    float32 copies of the inputs, matmuls at "highest" precision); one that fails gets no speed figure.
 3. Time (``--timing loop``, the default): each implementation runs ``--unroll`` calls inside one
    jitted loop, every call's inputs depending on the previous call's output
-   (``prism_jax.tune.measure.chained_loop``: one in-place single-element update per input, so XLA can
-   neither hoist a call, nor the weight-only part of one, out of the loop); the loops of the
+   (``prism_jax.tune.measure.Chain``: one in-place single-element update per input, so XLA can
+   neither hoist a call, nor the weight-only part of one, out of the loop; the loop runs on its own
+   copies of the inputs, donated and carried from run to run, so no run copies an input); the loops of the
    implementations are interleaved A, B, A, B, ... after ``--warmup`` runs each, ``--repeats`` rounds of
    ``--iterations`` loops each; seconds per call = loop time / unroll; median and min over all loops.
    This is the time a region costs inside a larger jitted program (an LLM's forward pass), without
@@ -127,8 +128,8 @@ def _time(fns: dict[str, Callable], args: Sequence[Any], settings: "Settings") -
                                    iterations=settings.iterations, repeats=settings.repeats, warmup=settings.warmup)
         overhead = timings.pop("call overhead")["median_s"]
         return {name: {**t, "call_overhead_s": overhead} for name, t in timings.items()}
-    loops = {name: measure.chained_loop(f, 1, settings.unroll) for name, f in fns.items()}
-    timings = time_interleaved(loops, args, iterations=settings.iterations, repeats=settings.repeats,
+    loops = {name: measure.Chain(f, args, 1, settings.unroll) for name, f in fns.items()}
+    timings = time_interleaved(loops, (), iterations=settings.iterations, repeats=settings.repeats,
                                warmup=settings.warmup)
     scale = 1.0 / settings.unroll
     return {name: {**t, "median_s": t["median_s"] * scale, "min_s": t["min_s"] * scale, "max_s": t["max_s"] * scale,
