@@ -51,6 +51,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 #define PRISM_CPU_AMX 1
 #else
@@ -90,6 +92,11 @@ struct alignas(64) TileConfig {
   std::uint8_t rows[16] = {};
 };
 
+// ldtilecfg on the whole configuration: GCC's _tile_loadconfig tells the compiler it reads only a
+// pointer's worth of it, and with the configuring function inlined and specialized the stores of
+// the rest were dropped as dead (the instruction then faulted on a half-written configuration).
+inline void load_config(const TileConfig& cfg) { __asm__ volatile("ldtilecfg %0" : : "m"(cfg)); }
+
 inline void configure(int mr) {
   TileConfig cfg;
   for (int t = 0; t < 5; ++t) {  // C tiles and the A tile: mr rows of 64 bytes
@@ -100,7 +107,7 @@ inline void configure(int mr) {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
-  _tile_loadconfig(&cfg);
+  load_config(cfg);
 }
 
 // A (float32, M x K) rounded to bfloat16 into `pack`: rows_padded x kp, zeros outside.
@@ -221,6 +228,102 @@ inline void matmul_acc(const float* A, std::int64_t lda, const std::uint16_t* B,
       _mm512_mask_storeu_ps(dst + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + j), _mm512_load_ps(src + j)));
     }
   }
+}
+
+// --- C += bf16(A) @ B^T with B's rows read in place ---------------------------
+//
+// For q @ k^T at decode (a few rows of q against thousands of K rows): the
+// product is taken transposed, C^T = B @ bf16(A)^T, so B's rows are the AMX
+// A operand, loaded straight from the caller's rows (16 rows x 32 values per
+// tile, at B's row stride: nothing rearranged), and A (at most 16 rows per
+// pass) is rounded and rearranged once per call into B tiles: tile q's row p
+// holds, for each row m of A, the pair (A[m, 32q + 2p], A[m, 32q + 2p + 1]).
+// Tiles: 0 holds C^T, 1 B's rows (the A operand), 2 A's pairs.  Each 16-row block of B gives a 16 x mr tile of C^T, gathered back into C's
+// columns.  Rows of B past N and values past K come from a zero-padded copy of
+// that block's chunk (only the tails).  Measured on the machine of
+// prism_cpu.h's notes, one thread, 8 heads of 4096 x 128 bfloat16 K rows
+// (8 MiB, L3; reading them alone ~290 us): 4 rows of q 570 -> 327 us, the AVX2
+// dot products of prism_cpu_nt.h being bound by their FMAs and horizontal
+// sums.  (Prefetching the next blocks in software made it slower: 359 us.)
+
+// Fewer rows of A than this: the dot products of prism_cpu_nt.h read B as fast (one row: 298 vs 317 us
+// in the measurement above; two rows: 537 vs 324 us).
+inline constexpr std::int64_t kNtMinRows = 2;
+
+inline void configure_nt(int mr) {
+  TileConfig cfg;
+  cfg.rows[0] = 16;
+  cfg.colsb[0] = static_cast<std::uint16_t>(4 * mr);
+  cfg.rows[1] = 16;
+  cfg.colsb[1] = 64;
+  cfg.rows[2] = 16;
+  cfg.colsb[2] = static_cast<std::uint16_t>(4 * mr);
+  load_config(cfg);
+}
+
+// Rows [0, mr) of A rounded into `chunks` B tiles of 16 pair-rows x 16 dwords (dword m: row m's pair).
+inline void pack_a_nt(const float* A, std::int64_t lda, std::int64_t mr, std::int64_t K, std::int64_t chunks,
+                      std::uint32_t* tiles) {
+  alignas(64) std::uint16_t row[kKStep];
+  const std::uint32_t* pairs = reinterpret_cast<const std::uint32_t*>(row);
+  std::fill(tiles, tiles + chunks * 256, 0u);
+  for (std::int64_t m = 0; m < mr; ++m) {
+    for (std::int64_t q = 0; q < chunks; ++q) {
+      pack_a(A + m * lda + q * kKStep, lda, 1, K - q * kKStep < kKStep ? K - q * kKStep : kKStep, 1, kKStep, row);
+      for (std::int64_t p = 0; p < 16; ++p) tiles[q * 256 + p * 16 + m] = pairs[p];
+    }
+  }
+}
+
+// C[M,N] += bf16(A)[M,K] @ B[N,K]^T (B bfloat16 bits, row n at B + n * ldb) on
+// AMX tiles; call only when available().
+inline void matmul_nt_acc(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
+                          std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  const std::int64_t chunks = (K + kKStep - 1) / kKStep;
+  static thread_local std::vector<std::uint32_t> a_store;
+  if (static_cast<std::int64_t>(a_store.size()) < chunks * 256 + 16) a_store.resize(chunks * 256 + 16);
+  std::uint32_t* a_tiles =
+      reinterpret_cast<std::uint32_t*>((reinterpret_cast<std::uintptr_t>(a_store.data()) + 63) & ~std::uintptr_t{63});
+  alignas(64) std::uint16_t padded[16 * 32];
+  const std::int64_t blocks = (N + 15) / 16;
+  static thread_local std::vector<float> c_store;  // the C^T tiles of all blocks, gathered into C at the end
+  if (static_cast<std::int64_t>(c_store.size()) < blocks * 256 + 16) c_store.resize(blocks * 256 + 16);
+  float* ct = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(c_store.data()) + 63) & ~std::uintptr_t{63});
+  const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(16));
+  for (std::int64_t m0 = 0; m0 < M; m0 += kTileRows) {
+    const std::int64_t mr = M - m0 < kTileRows ? M - m0 : kTileRows;
+    pack_a_nt(A + m0 * lda, lda, mr, K, chunks, a_tiles);
+    configure_nt(static_cast<int>(mr));
+    for (std::int64_t n0 = 0; n0 < N; n0 += 16) {
+      const std::int64_t nr = N - n0 < 16 ? N - n0 : 16;
+      _tile_zero(0);
+      for (std::int64_t q = 0; q < chunks; ++q) {
+        const std::int64_t k0 = q * kKStep, kr = K - k0 < kKStep ? K - k0 : kKStep;
+        if (nr == 16 && kr == kKStep) {
+          _tile_loadd(1, B + n0 * ldb + k0, ldb * 2);
+        } else {  // a tail: this chunk's rows and values into zeros
+          std::fill(padded, padded + 16 * 32, std::uint16_t{0});
+          for (std::int64_t i = 0; i < nr; ++i) std::memcpy(padded + i * 32, B + (n0 + i) * ldb + k0, kr * 2);
+          _tile_loadd(1, padded, 64);
+        }
+        _tile_loadd(2, a_tiles + q * 256, 64);
+        _tile_dpbf16ps(0, 1, 2);
+      }
+      _tile_stored(0, ct + (n0 / 16) * 256, 64);
+    }
+    for (std::int64_t n0 = 0; n0 < N; n0 += 16) {
+      const __mmask16 live = detail::mask16(N - n0);
+      for (std::int64_t m = 0; m < mr; ++m) {
+        float* c = C + (m0 + m) * ldc + n0;
+        const __m512 column =
+            _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, _mm512_add_epi32(rows, _mm512_set1_epi32(static_cast<int>(m))),
+                                     ct + (n0 / 16) * 256, 4);
+        _mm512_mask_storeu_ps(c, live, _mm512_add_ps(_mm512_maskz_loadu_ps(live, c), column));
+      }
+    }
+  }
+  _tile_release();
 }
 
 #else

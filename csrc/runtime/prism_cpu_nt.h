@@ -4,6 +4,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
+
+#include "prism_cpu.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && !defined(PRISM_CPU_NO_SIMD)
 #include <immintrin.h>
@@ -88,13 +91,16 @@ inline void matmul_nt(const float* A, std::int64_t lda, const Src* B, std::int64
       for (int r = 0; r < kRows; ++r) C[(m + r) * ldc + n] += out[r];
     }
   }
-  for (; m < M; ++m) {
+  if (m < M) {  // the last 1-3 rows in one pass over B
+    const std::int64_t rows = M - m;
     for (std::int64_t n = 0; n < N; ++n) {
-      if (sumsq != nullptr && m == 0)
-        dots<1, true>(A + m * lda, lda, B + n * ldb, K, out, sumsq + n);
-      else
-        dots<1, false>(A + m * lda, lda, B + n * ldb, K, out, nullptr);
-      C[m * ldc + n] += out[0];
+      const bool first = sumsq != nullptr && m == 0;
+      float* sq = first ? sumsq + n : nullptr;
+      const Src* b = B + n * ldb;
+      if (rows == 3) first ? dots<3, true>(A + m * lda, lda, b, K, out, sq) : dots<3, false>(A + m * lda, lda, b, K, out, sq);
+      if (rows == 2) first ? dots<2, true>(A + m * lda, lda, b, K, out, sq) : dots<2, false>(A + m * lda, lda, b, K, out, sq);
+      if (rows == 1) first ? dots<1, true>(A + m * lda, lda, b, K, out, sq) : dots<1, false>(A + m * lda, lda, b, K, out, sq);
+      for (std::int64_t r = 0; r < rows; ++r) C[(m + r) * ldc + n] += out[r];
     }
   }
   if (sumsq != nullptr && M <= 0) {
@@ -118,6 +124,27 @@ inline void matmul_nt_acc(const float* A, std::int64_t lda, const float* B, std:
 inline void matmul_nt_acc_bf16(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb,
                                float* C, std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
   nt_detail::matmul_nt(A, lda, B, ldb, C, ldc, M, N, K);
+}
+
+// C[M,N] += bf16(A) @ B^T with A rounded to bfloat16 (to nearest even): the
+// product of two bfloat16 matrices, for programs whose left operand is
+// bfloat16 too (as matmul_acc_bf16_dot).  On AMX tiles where available
+// (prism_cpu_amx.h: B's rows are the tiles' left operand, read in place);
+// elsewhere the rounded A goes through the dot products above.
+inline void matmul_nt_acc_bf16_dot(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb,
+                                   float* C, std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+#if PRISM_CPU_AMX
+  if (M >= amx::kNtMinRows && amx::available()) {
+    amx::matmul_nt_acc(A, lda, B, ldb, C, ldc, M, N, K);
+    return;
+  }
+#endif
+  static thread_local std::vector<float> rounded;
+  if (static_cast<std::int64_t>(rounded.size()) < M * K) rounded.resize(M * K);
+  for (std::int64_t i = 0; i < M; ++i)
+    for (std::int64_t k = 0; k < K; ++k) rounded[i * K + k] = nt_detail::widen(f32_to_bf16(A[i * lda + k]));
+  nt_detail::matmul_nt(rounded.data(), K, B, ldb, C, ldc, M, N, K);
 }
 
 // C += A @ B^T and sumsq[n] = sum_k B[n, k]^2 in one pass over B (a row

@@ -244,3 +244,36 @@ def test_a_computed_transposed_operand_is_computed_once_and_read_by_rows():
     expected = evaluate(graph, *inputs)
     got = jax.jit(cpp.kernel_graph_function(graph))(*inputs)
     np.testing.assert_allclose(np.asarray(got[0]), expected[0], rtol=2e-5, atol=2e-5)
+
+
+def _bf16_scores_graph():
+    """``Q @ K^T`` with bfloat16 Q (4 rows, as GQA's query heads per KV head), K and result."""
+    from prism_jax.ir import DType, TensorType
+    from prism_jax.ir.graph import BlockGraphBuilder, KernelGraphBuilder
+    from prism_jax.ir.maps import map_from_dims
+    from prism_jax.ir.ops import OpKind
+
+    tq, tk = TensorType((4, 48), DType.BFLOAT16), TensorType((40, 48), DType.BFLOAT16)
+    kb = KernelGraphBuilder("bf16_scores")
+    q_in, k_in = kb.input(tq, "Q"), kb.input(tk, "K")
+    bb = BlockGraphBuilder((2,), 1)
+    q = bb.op(OpKind.CONVERT, bb.input(0, tq, map_from_dims(2, 1, [None])), dtype=DType.FLOAT32)
+    k = bb.op(OpKind.CONVERT, bb.input(1, tk, map_from_dims(2, 1, [0])), dtype=DType.FLOAT32)
+    scores = bb.op(OpKind.MATMUL, q, bb.op(OpKind.TRANSPOSE, k, perm=(1, 0)))
+    bb.output(bb.op(OpKind.CONVERT, scores, dtype=DType.BFLOAT16), map_from_dims(2, 1, [1]))
+    (out,) = kb.custom_kernel(bb.build([tq, tk]), q_in, k_in)
+    return kb.build([out])
+
+
+@needs_compiler
+def test_a_bfloat16_program_multiplies_by_bfloat16_rows_read_in_place():
+    """q @ k^T in a bfloat16 program: K's rows read in place by the bfloat16 x bfloat16 call (AMX tiles
+    loaded straight from K's rows where the host has them)."""
+    graph = _bf16_scores_graph()
+    op = graph.custom_kernels[0]
+    source = cpp.kernel_source(op.block, [graph.values[v] for v in op.inputs], "bf16_scores")
+    assert "pc::matmul_nt_acc_bf16_dot(" in source and "read in place" in source
+    inputs = random_inputs(graph, seed=3)
+    (expected,) = evaluate(graph, *inputs)
+    (got,) = jax.jit(cpp.kernel_graph_function(graph))(*inputs)
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(expected, np.float32), rtol=1e-2, atol=1e-2)

@@ -62,6 +62,10 @@ void shim_matmul_nt_bf16(const float* A, i64 lda, const std::uint16_t* B, i64 ld
   if (sumsq) matmul_nt_acc_bf16_sumsq(A, lda, B, ldb, C, ldc, M, N, K, sumsq);
   else matmul_nt_acc_bf16(A, lda, B, ldb, C, ldc, M, N, K);
 }
+void shim_matmul_nt_bf16_dot(const float* A, i64 lda, const std::uint16_t* B, i64 ldb, float* C, i64 ldc, i64 M,
+                             i64 N, i64 K) {
+  matmul_nt_acc_bf16_dot(A, lda, B, ldb, C, ldc, M, N, K);
+}
 static void count_block(void* ctx, i64 b) {
   reinterpret_cast<std::atomic<int>*>(ctx)[b].fetch_add(1);
 }
@@ -114,7 +118,7 @@ class Shim:
     def __init__(self, path: Path):
         lib = ctypes.CDLL(str(path))
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        for name in ("shim_matmul", "shim_matmul_bf16", "shim_matmul_bf16_dot"):
+        for name in ("shim_matmul", "shim_matmul_bf16", "shim_matmul_bf16_dot", "shim_matmul_nt_bf16_dot"):
             getattr(lib, name).argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64]
             getattr(lib, name).restype = None
         lib.shim_pool_run.argtypes = [ctypes.c_int, i64, i64, ptr]
@@ -413,7 +417,7 @@ def test_matmul_nt_and_row_sums_of_squares(shim, b_dtype):
     (written, one per row of B, whatever M is: 0 rows of A included)."""
     rng = np.random.default_rng(31)
     fn = shim.lib.shim_matmul_nt_bf16 if b_dtype == np.uint16 else shim.lib.shim_matmul_nt
-    for m in (0, 1, 3, 4, 5, 9):
+    for m in (0, 1, 2, 3, 4, 5, 6, 7, 9):
         for n in (1, 7, 33):
             for k in (1, 15, 16, 17, 100):
                 a, _ = _tile(rng, max(m, 1), k)
@@ -431,6 +435,27 @@ def test_matmul_nt_and_row_sums_of_squares(shim, b_dtype):
                         np.testing.assert_allclose(sums, (_b_values(b) ** 2).sum(axis=1), rtol=1e-5, err_msg=label)
                     else:
                         assert (sums == -1.0).all()
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 16, 17, 33])
+def test_matmul_nt_bf16_dot_shapes_and_tails(shim, m):
+    """C += bf16(A) @ B^T reading B's rows in place: on AMX tiles from 2 rows where the build and the host
+    have them (B's rows loaded as tiles in place, 16-row blocks and 32-value chunks with padded tails, A's
+    rows in groups of 16, C^T gathered back), else the dot products on the rounded A."""
+    rng = np.random.default_rng(200 + m)
+    for n in (1, 15, 16, 17, 33, 100):
+        for k in (1, 16, 31, 32, 33, 100, 128):
+            a, _ = _tile(rng, m, k)
+            b, _ = _tile(rng, n, k, np.uint16)
+            c, c_big = _tile(rng, m, n)
+            before = c_big.copy()
+            expected = c.astype(np.float64) + a.astype(ml_dtypes.bfloat16).astype(np.float64) @ _b_values(b).T
+            shim.lib.shim_matmul_nt_bf16_dot(a.ctypes.data, a.strides[0] // 4, b.ctypes.data, b.strides[0] // 2,
+                                             c.ctypes.data, c.strides[0] // 4, m, n, k)
+            np.testing.assert_allclose(c, expected, rtol=1e-5, atol=2e-5 * np.sqrt(k) + 1e-6, err_msg=f"M={m} N={n} K={k}")
+            outside = np.ones(c_big.shape, bool)
+            outside[2:2 + m, 3:3 + n] = False
+            np.testing.assert_array_equal(c_big[outside], before[outside])
 
 
 @pytest.mark.parametrize("callers", [1, 3])

@@ -707,8 +707,8 @@ class KernelEmitter:
         b_source = self.nt_operands.get(b, self.bf16_operands.get(b, b))
         lda, ldb = self.views.get(a, k), self.views.get(b_source, k if b in self.nt_operands else n)
         function = "pc::matmul_nt_acc" if b in self.nt_operands else "pc::matmul_acc"
-        if self.block.values[b_source].dtype == DType.BFLOAT16:
-            function += "_bf16_dot" if self.bf16_program and b not in self.nt_operands else "_bf16"
+        if self.block.values[b_source].dtype == DType.BFLOAT16:  # (no bfloat16 product fuses sums of squares)
+            function += "_bf16_dot" if self.bf16_program and sum_of_squares is None else "_bf16"
         batch = shape[:-2]
         scaled = self.scaled_operands.get(b)
         a_name = f"v{a}"
