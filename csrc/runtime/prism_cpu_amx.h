@@ -238,8 +238,9 @@ inline void matmul_acc(const float* A, std::int64_t lda, const std::uint16_t* B,
 // tile, at B's row stride: nothing rearranged), and A (at most 16 rows per
 // pass) is rounded and rearranged once per call into B tiles: tile q's row p
 // holds, for each row m of A, the pair (A[m, 32q + 2p], A[m, 32q + 2p + 1]).
-// Tiles: 0 holds C^T, 1 B's rows (the A operand), 2 A's pairs.  Each 16-row block of B gives a 16 x mr tile of C^T, gathered back into C's
-// columns.  Rows of B past N and values past K come from a zero-padded copy of
+// Tiles: 0 holds C^T, 1 B's rows (the A operand), 2 A's pairs.  Each 16-row
+// block of B gives a 16 x mr tile of C^T, stored, and gathered into C's
+// columns after the last block.  Rows of B past N and values past K come from a zero-padded copy of
 // that block's chunk (only the tails).  Measured on the machine of
 // prism_cpu.h's notes, one thread, 8 heads of 4096 x 128 bfloat16 K rows
 // (8 MiB, L3; reading them alone ~290 us): 4 rows of q 570 -> 327 us, the AVX2
@@ -316,9 +317,8 @@ inline void matmul_nt_acc(const float* A, std::int64_t lda, const std::uint16_t*
       const __mmask16 live = detail::mask16(N - n0);
       for (std::int64_t m = 0; m < mr; ++m) {
         float* c = C + (m0 + m) * ldc + n0;
-        const __m512 column =
-            _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, _mm512_add_epi32(rows, _mm512_set1_epi32(static_cast<int>(m))),
-                                     ct + (n0 / 16) * 256, 4);
+        const __m512i at = _mm512_add_epi32(rows, _mm512_set1_epi32(static_cast<int>(m)));
+        const __m512 column = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, at, ct + (n0 / 16) * 256, 4);
         _mm512_mask_storeu_ps(c, live, _mm512_add_ps(_mm512_maskz_loadu_ps(live, c), column));
       }
     }

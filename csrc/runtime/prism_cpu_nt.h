@@ -74,6 +74,18 @@ inline void dots(const float* A, std::int64_t lda, const Src* b, std::int64_t K,
   if constexpr (SUMSQ) *sumsq = squares;
 }
 
+// dots for 1 <= rows <= 3 rows of A (the rows a pass of four leaves).
+template <bool SUMSQ, typename Src>
+inline void few_dots(std::int64_t rows, const float* A, std::int64_t lda, const Src* b, std::int64_t K, float* out,
+                     float* sumsq) {
+  if (rows == 3)
+    dots<3, SUMSQ>(A, lda, b, K, out, sumsq);
+  else if (rows == 2)
+    dots<2, SUMSQ>(A, lda, b, K, out, sumsq);
+  else
+    dots<1, SUMSQ>(A, lda, b, K, out, sumsq);
+}
+
 // C += A @ B^T; where sumsq is given also sumsq[n] = dot(B[n, :], B[n, :])
 // (taken on the first pass over B).
 template <typename Src>
@@ -94,12 +106,10 @@ inline void matmul_nt(const float* A, std::int64_t lda, const Src* B, std::int64
   if (m < M) {  // the last 1-3 rows in one pass over B
     const std::int64_t rows = M - m;
     for (std::int64_t n = 0; n < N; ++n) {
-      const bool first = sumsq != nullptr && m == 0;
-      float* sq = first ? sumsq + n : nullptr;
-      const Src* b = B + n * ldb;
-      if (rows == 3) first ? dots<3, true>(A + m * lda, lda, b, K, out, sq) : dots<3, false>(A + m * lda, lda, b, K, out, sq);
-      if (rows == 2) first ? dots<2, true>(A + m * lda, lda, b, K, out, sq) : dots<2, false>(A + m * lda, lda, b, K, out, sq);
-      if (rows == 1) first ? dots<1, true>(A + m * lda, lda, b, K, out, sq) : dots<1, false>(A + m * lda, lda, b, K, out, sq);
+      if (sumsq != nullptr && m == 0)
+        few_dots<true>(rows, A + m * lda, lda, B + n * ldb, K, out, sumsq + n);
+      else
+        few_dots<false>(rows, A + m * lda, lda, B + n * ldb, K, out, nullptr);
       for (std::int64_t r = 0; r < rows; ++r) C[(m + r) * ldc + n] += out[r];
     }
   }

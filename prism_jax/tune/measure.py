@@ -82,7 +82,8 @@ def chained_loop(fn: Callable, trips: int, unroll: int) -> Callable:
 class Chain:
     """A :func:`chained_loop` of ``fn`` run again and again on its own copies of ``args`` (the loop
     donates them; the caller's arrays are never touched), each run starting from the inputs the last
-    one left. The copies are made (and waited for) here, outside any timing. Calling it runs the loop once and returns its output (dispatched, not waited for)."""
+    one left. The copies are made (and waited for) here, outside any timing. Calling it runs the loop
+    once and returns its output (dispatched, not waited for)."""
 
     def __init__(self, fn: Callable, args: Sequence[Any], trips: int, unroll: int):
         self.loop = chained_loop(fn, trips, unroll)
