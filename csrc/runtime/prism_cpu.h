@@ -237,6 +237,17 @@ inline float fast_exp(float x) {
 }
 inline double fast_exp(double x) { return std::exp(x); }
 
+// A (M x K, row stride lda) rounded to bfloat16 and widened back, into a
+// per-thread buffer (row stride K): the left operand of a bfloat16 x bfloat16
+// product where no AMX kernel takes it.
+inline const float* rounded_to_bf16(const float* A, std::int64_t lda, std::int64_t M, std::int64_t K) {
+  static thread_local std::vector<float> rounded;
+  if (static_cast<std::int64_t>(rounded.size()) < M * K) rounded.resize(M * K);
+  for (std::int64_t i = 0; i < M; ++i)
+    for (std::int64_t k = 0; k < K; ++k) rounded[i * K + k] = bf16_to_f32(f32_to_bf16(A[i * lda + k]));
+  return rounded.data();
+}
+
 // ---------------------------------------------------------------------------
 // matmul
 // ---------------------------------------------------------------------------
@@ -955,11 +966,7 @@ inline void matmul_acc_bf16_dot(const float* A, std::int64_t lda, const std::uin
     return;
   }
 #endif
-  static thread_local std::vector<float> rounded;
-  if (static_cast<std::int64_t>(rounded.size()) < M * K) rounded.resize(M * K);
-  for (std::int64_t i = 0; i < M; ++i)
-    for (std::int64_t k = 0; k < K; ++k) rounded[i * K + k] = bf16_to_f32(f32_to_bf16(A[i * lda + k]));
-  matmul_acc_bf16(rounded.data(), K, B, ldb, C, ldc, M, N, K);
+  matmul_acc_bf16(rounded_to_bf16(A, lda, M, K), K, B, ldb, C, ldc, M, N, K);
 }
 #endif  // PRISM_CPU_EXTERN_MATMUL
 

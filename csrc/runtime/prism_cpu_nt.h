@@ -4,7 +4,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "prism_cpu.h"
 
@@ -150,11 +149,7 @@ inline void matmul_nt_acc_bf16_dot(const float* A, std::int64_t lda, const std::
     return;
   }
 #endif
-  static thread_local std::vector<float> rounded;
-  if (static_cast<std::int64_t>(rounded.size()) < M * K) rounded.resize(M * K);
-  for (std::int64_t i = 0; i < M; ++i)
-    for (std::int64_t k = 0; k < K; ++k) rounded[i * K + k] = nt_detail::widen(f32_to_bf16(A[i * lda + k]));
-  nt_detail::matmul_nt(rounded.data(), K, B, ldb, C, ldc, M, N, K);
+  nt_detail::matmul_nt(rounded_to_bf16(A, lda, M, K), K, B, ldb, C, ldc, M, N, K);
 }
 
 // C += A @ B^T and sumsq[n] = sum_k B[n, k]^2 in one pass over B (a row
