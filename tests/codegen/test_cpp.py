@@ -3,6 +3,7 @@ and the bad cases — no compiler, a corrupt cached library, two processes compi
 end in a working program or a clear error."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -306,13 +307,19 @@ def _ntrans_graph():
 
 
 @needs_compiler
-def test_a_per_row_scale_is_loaded_before_the_loop_over_the_row():
+def test_a_normalized_update_takes_one_pass_per_norm_and_writes_the_result_in_place():
     """A row's scale is read once per row, before the innermost loop (GCC left such loops scalar when
-    the store might alias the scale's buffer); the result still matches the interpreter."""
+    the store might alias the scale's buffer); ``x + a * (..)`` and its sum of squares come from one
+    loop; the output rows are computed where they lie in the result (no copy); the result still
+    matches the interpreter."""
     graph = _ntrans_graph()
     op = graph.custom_kernels[0]
     source = cpp.kernel_source(op.block, [graph.values[v] for v in op.inputs], "ntrans_probe")
     assert "{ const auto h0 = v" in source and "static_cast<float>(h0)" in source
+    assert source.count("float part[") == 2  # the two sums of squares, nothing else
+    stored = re.search(r"const auto (x\d+) = .*; v\d+\[i0 \* 96 \+ i1 \* 1\] = \1; part\[u\]", source)
+    assert stored is not None  # the value and its square's sum in one loop
+    assert "// written in place" in source and "std::memcpy(" not in source
     inputs = random_inputs(graph, seed=6)
     (expected,) = evaluate(graph, *inputs)
     (got,) = jax.jit(cpp.kernel_graph_function(graph))(*inputs)

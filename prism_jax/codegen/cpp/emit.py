@@ -183,6 +183,9 @@ class KernelEmitter:
         self._plan_views()
         self.inlined = self._plan_inlining()  # elementwise values computed inside their reader's loop
         self.inline_exprs: dict[int, str] = {}  # inlined value → its expression (set when its op is emitted)
+        # row reduction → the elementwise op whose loop it joins (that loop moves to the reduction)
+        self.producer_of: dict[int, Op] = self._plan_reductions_in_producers() if self.REDUCE_IN_PRODUCER else {}
+        self.deferred = {op.outputs[0] for op in self.producer_of.values()}
 
     def _is_bf16_program(self) -> bool:
         """Whether every floating-point value the kernel reads or writes is bfloat16: the program then
@@ -209,6 +212,9 @@ class KernelEmitter:
     # whether a transposed right operand that is a product of one tile with row and column scales is
     # multiplied unscaled, the scales applied to A's columns and C's columns instead (CUDA: no)
     SCALED_OPERANDS = True
+    # whether a row reduction of a stored elementwise value is computed in the loop that computes the
+    # value (CUDA: its reductions are loops of their own)
+    REDUCE_IN_PRODUCER = True
 
     def _plan_views(self) -> None:
         """Block inputs read only as matmul operands are not copied: the matmul reads the source in
@@ -261,6 +267,55 @@ class KernelEmitter:
             if all(self._loops_over(user, out) and phases[user.outputs[0]] == phases[out] for user in users):
                 inlined.add(out)
         return inlined
+
+    def _plan_reductions_in_producers(self) -> dict[int, Op]:
+        """Row reductions (last axis, float, rows of at least _REDUCE_LANES) of a value p that an
+        elementwise op computes into its buffer, read directly or through ops inlined into the
+        reduction: p's loop moves to the reduction and computes both, one pass over p instead of two
+        (ntrans: ``x + a * (..)`` and its sum of squares). Only when no op between the two reads p but
+        those inlined into the reduction. Returns the reduction's output → p's op."""
+        defs = {op.outputs[0]: op for op in self.block.ops}
+        order = {op.outputs[0]: n for n, op in enumerate(self.block.ops)}
+        found: dict[int, Op] = {}
+        for reduction in self.block.ops:
+            if not self._reduces_rows_in_lanes(reduction) or reduction.outputs[0] in self.fused_sums:
+                continue
+            out, src = reduction.outputs[0], reduction.inputs[0]
+            chain, leaves, todo = set(), set(), [src]
+            while todo:
+                v = todo.pop()
+                if v in self.inlined:
+                    chain.add(v)
+                    todo.extend(defs[v].inputs)
+                else:
+                    leaves.add(v)
+            candidates = [v for v in leaves if self._can_defer(defs.get(v), reduction, chain, order)]
+            if candidates:
+                producer = defs[max(candidates, key=order.__getitem__)]
+                if producer not in found.values():
+                    found[out] = producer
+        return found
+
+    def _reduces_rows_in_lanes(self, op: Op) -> bool:
+        """Whether ``op`` is a reduction that _reduce_last_axis emits."""
+        if op.kind not in (OpKind.REDUCE_SUM, OpKind.REDUCE_MAX):
+            return False
+        in_shape, shape = _shape(self.block.values[op.inputs[0]]), _shape(self.block.values[op.outputs[0]])
+        axes = [d for d, (a, b) in enumerate(zip(in_shape, shape)) if a != b]
+        floats = self.block.values[op.outputs[0]].dtype in (DType.FLOAT32, DType.BFLOAT16)
+        return floats and axes == [len(in_shape) - 1] and in_shape[-1] >= _REDUCE_LANES
+
+    def _can_defer(self, producer: Op | None, reduction: Op, chain: set[int], order: dict[int, int]) -> bool:
+        """Whether ``producer``'s loop may move to ``reduction`` (see _plan_reductions_in_producers)."""
+        if producer is None or producer.kind not in _ELEMENTWISE:
+            return False
+        p = producer.outputs[0]
+        if p in self.inlined or p in self.elided or self.phases[p] != self.phases[reduction.outputs[0]]:
+            return False
+        if _shape(self.block.values[p]) != _shape(self.block.values[reduction.inputs[0]]):
+            return False
+        between = self.block.ops[order[p] + 1:order[reduction.outputs[0]]]
+        return all(op.outputs[0] in chain for op in between if p in op.inputs)
 
     def _loops_over(self, reader: Op, value: int) -> bool:
         """Whether ``reader``'s loop walks ``value``'s shape with its index names (so it can compute the
@@ -565,12 +620,17 @@ class KernelEmitter:
             rest = f"({rest} / {self.grid[p]})"
 
     def _declare_values(self) -> None:
-        """Tile buffers, allocated once per thread (``thread_local``) and reused by its blocks."""
+        """Tile buffers, allocated once per thread (``thread_local``) and reused by its blocks; an output
+        tile that is one contiguous chunk of the result is computed where it lies in the result."""
+        in_place = self._outputs_in_place()
         for v, t in enumerate(self.block.values):
             if v in self.views:
                 self.w(f"const {_ctype(t)}* v{v} = nullptr;  // read in place")
             elif v in self.elided or v in self.inlined:
                 continue  # the matmul reads (widens, transposes) the input itself / the reader computes it
+            elif v in in_place:
+                k = in_place[v]
+                self.w(f"{_ctype(t)}* v{v} = dst{k} + ({self._output_base(k)});  // written in place")
             else:
                 n = max(1, math.prod(_shape(t)))
                 self.w(f"static thread_local std::vector<{_ctype(t)}> v{v}_buf; v{v}_buf.resize({n}); "
@@ -605,14 +665,37 @@ class KernelEmitter:
         self.w.depth -= 1
         self.w("}")
 
-    def _store(self, k: int, value: int) -> None:
+    def _outputs_in_place(self) -> dict[int, int]:
+        """Output values (with a buffer of their own) whose tile is one contiguous chunk of the result
+        (its dims after the first that is not 1 are whole): value → the output that holds it. Such a
+        tile indexed as a buffer is indexed as the result, so it needs no buffer and no copy."""
+        in_place: dict[int, int] = {}
+        for k, out in enumerate(self.block.outputs):
+            v = out.value
+            if v in in_place or v in self.views or v in self.elided or v in self.inlined:
+                continue
+            if _ctype(self.block.values[v]) != _ctype(self.block.output_type(k)):
+                continue
+            tile, full = _shape(self.block.values[v]), _shape(self.block.output_type(k))
+            first = next((d for d, n in enumerate(tile) if n != 1), len(tile))
+            if tile[first + 1:] == full[first + 1:]:
+                in_place[v] = k
+        return in_place
+
+    def _output_base(self, k: int) -> str:
+        """Offset of block output ``k``'s tile in its result (from the omap and the block indices)."""
         out = self.block.outputs[k]
-        tile = _shape(self.block.values[value])
-        full = _shape(self.block.output_type(k))
-        strides = _strides(full)
-        base = " + ".join(f"{self._chunk(row, False, '0')} * {t * s}"
+        tile = _shape(self.block.values[out.value])
+        strides = _strides(_shape(self.block.output_type(k)))
+        return " + ".join(f"{self._chunk(row, False, '0')} * {t * s}"
                           for row, t, s in zip(out.omap, tile, strides)) or "0"
-        self.w(f"{{ auto* base = dst{k} + ({base});")
+
+    def _store(self, k: int, value: int) -> None:
+        if self._outputs_in_place().get(value) == k:
+            return  # computed where it lies in the result
+        tile = _shape(self.block.values[value])
+        strides = _strides(_shape(self.block.output_type(k)))
+        self.w(f"{{ auto* base = dst{k} + ({self._output_base(k)});")
         self.w.depth += 1
         inner = tile[-1] if tile else 1
         self.loops(tile[:-1], f"std::memcpy(base + {_offset(strides[:-1])}, v{value} + "
@@ -629,6 +712,8 @@ class KernelEmitter:
         dst = f"v{out}[{_offset(_strides(shape))}]"
         if out in self.elided:
             return  # read in place by the matmul
+        if out in self.deferred:
+            return  # computed by the loop of the row reduction that reads it
         expr = self._elementwise_expr(op, shape)
         if expr is not None:
             if out in self.inlined:  # computed by its reader's loop; rounded as if stored
@@ -689,8 +774,7 @@ class KernelEmitter:
         is_sum = op.kind == OpKind.REDUCE_SUM
         identity = "0.0f" if is_sum else "P_NEG_INF"
         axes = [d for d, (a, b) in enumerate(zip(in_shape, shape)) if a != b]
-        floats = self.block.values[out].dtype in (DType.FLOAT32, DType.BFLOAT16)  # partials in float
-        if floats and axes == [len(in_shape) - 1] and in_shape[-1] >= _REDUCE_LANES:
+        if self._reduces_rows_in_lanes(op):  # partials in float
             self._reduce_last_axis(op, shape, in_shape, is_sum, identity)
             return
         self.fill(f"v{out}", math.prod(shape), self.write(out, identity))
@@ -707,7 +791,17 @@ class KernelEmitter:
         it may not reorder), so a norm's sum of squares or softmax's max costs a pass at vector speed."""
         src, out = op.inputs[0], op.outputs[0]
         last, n, lanes = len(in_shape) - 1, in_shape[-1], _REDUCE_LANES
-        hoisted, element = _hoist_invariant_reads(self.elem(src, in_shape), f"i{last}")
+        produce = ""  # computing and storing the value reduced, when this loop is its producer's
+        producer = self.producer_of.get(out)
+        if producer is not None:
+            p = producer.outputs[0]
+            produce = (f"const auto x{p} = {self.write(p, self._elementwise_expr(producer, in_shape))}; "
+                       f"v{p}[{_offset(_strides(in_shape))}] = x{p}; ")
+            self.inline_exprs[p] = self.read(p, f"x{p}")
+        element = self.elem(src, in_shape)
+        self.inline_exprs.pop(producer.outputs[0] if producer is not None else None, None)
+        hoisted, code = _hoist_invariant_reads(f"{produce}\n{element}", f"i{last}")
+        produce, element = code.split("\n")
 
         def combine(a: str, b: str) -> str:
             return f"({a} + {b})" if is_sum else f"std::max({a}, {b})"
@@ -715,8 +809,9 @@ class KernelEmitter:
         body = [*hoisted, f"float part[{lanes}]; std::fill(part, part + {lanes}, {identity});",
                 f"std::int64_t j = 0; for (; j + {lanes} <= {n}; j += {lanes}) "
                 f"for (std::int64_t u = 0; u < {lanes}; ++u) {{ const std::int64_t i{last} = j + u; "
-                f"part[u] = {combine('part[u]', element)}; }}",
-                f"for (; j < {n}; ++j) {{ const std::int64_t i{last} = j; part[0] = {combine('part[0]', element)}; }}",
+                f"{produce}part[u] = {combine('part[u]', element)}; }}",
+                f"for (; j < {n}; ++j) {{ const std::int64_t i{last} = j; {produce}"
+                f"part[0] = {combine('part[0]', element)}; }}",
                 f"for (std::int64_t w = {lanes} / 2; w > 0; w /= 2) for (std::int64_t u = 0; u < w; ++u) "
                 f"part[u] = {combine('part[u]', 'part[u + w]')};",
                 f"v{out}[{_offset(_strides(shape[:-1]))}] = {self.write(out, 'part[0]')};"]

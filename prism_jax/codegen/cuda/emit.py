@@ -50,6 +50,7 @@ class CudaKernelEmitter(KernelEmitter):
     BATCHED_VIEWS = False  # its matmul indexes views as unit-batch tiles
     TRANSPOSED_VIEWS = False
     INLINE_INTO_REDUCTIONS = False  # its reductions index the reduced dims r0, r1, ...
+    REDUCE_IN_PRODUCER = False  # (the same reason)
     ELEMENTWISE_VIEWS = False  # tiles are staged in shared memory
     SCALED_OPERANDS = False  # its matmul reads staged tiles
 
