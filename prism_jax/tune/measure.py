@@ -79,35 +79,55 @@ def chained_loop(fn: Callable, trips: int, unroll: int) -> Callable:
     return jax.jit(loop, donate_argnums=0)
 
 
+class Inputs:
+    """A copy of some inputs (made, and waited for, here) that :class:`Chain` runs donate and replace;
+    chains of programs with the same signature may share one (a single copy of large weights)."""
+
+    def __init__(self, args: Sequence[Any]):
+        self.value = jax.block_until_ready(jax.tree.map(jnp.copy, tuple(args)))
+
+
 class Chain:
     """A :func:`chained_loop` of ``fn`` run again and again on its own copies of ``args`` (the loop
     donates them; the caller's arrays are never touched), each run starting from the inputs the last
-    one left. The copies are made (and waited for) here, outside any timing. Calling it runs the loop
-    once and returns its output (dispatched, not waited for)."""
+    one left. The copies are made (and waited for) here, outside any timing, unless ``inputs`` (an
+    :class:`Inputs`, possibly shared with other chains) is given. Calling it runs the loop once and
+    returns its output (dispatched, not waited for)."""
 
-    def __init__(self, fn: Callable, args: Sequence[Any], trips: int, unroll: int):
+    def __init__(self, fn: Callable, args: Sequence[Any], trips: int, unroll: int, inputs: Inputs | None = None):
         self.loop = chained_loop(fn, trips, unroll)
         self.calls_per_run = trips * unroll
-        self._inputs = jax.block_until_ready(jax.tree.map(jnp.copy, tuple(args)))  # copied before any timing
+        self.inputs = inputs if inputs is not None else Inputs(args)
 
     def __call__(self) -> Any:
-        self._inputs, out = self.loop(self._inputs)
+        self.inputs.value, out = self.loop(self.inputs.value)
         return out
+
+
+class ChainTimer:
+    """Seconds per call of ``fn(*args)``, one timed :class:`Chain` run of ``iterations`` calls (rounded
+    up to a multiple of ``unroll``) per call of the timer: wall time around ``block_until_ready``
+    divided by the calls. The inputs are copied once, here (or shared: ``inputs``); the first run
+    compiles (warm up first)."""
+
+    def __init__(self, fn: Callable, args: Sequence[Any], *, iterations: int = 100, unroll: int = 10,
+                 inputs: Inputs | None = None):
+        unroll = max(1, min(unroll, iterations))
+        self.chain = Chain(fn, args, math.ceil(iterations / unroll), unroll, inputs)
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        jax.block_until_ready(self.chain())
+        return (time.perf_counter() - start) / self.chain.calls_per_run
 
 
 def time_chained(fn: Callable, args: Sequence[Any], *, iterations: int = 100, repeats: int = 5, warmup: int = 2,
                  unroll: int = 10) -> Timing:
-    """Seconds per call of ``fn(*args)`` (any JAX-traceable callable): ``iterations`` calls (rounded
-    up to a multiple of ``unroll``) in one jitted loop, timed ``repeats`` times after ``warmup`` runs
-    (the first compiles); wall time around ``block_until_ready`` divided by the calls."""
-    unroll = max(1, min(unroll, iterations))
-    trips = math.ceil(iterations / unroll)
-    run = Chain(fn, args, trips, unroll)
+    """Seconds per call of ``fn(*args)`` (any JAX-traceable callable): a :class:`ChainTimer` run
+    ``repeats`` times after ``warmup`` runs (the first compiles)."""
+    timer = ChainTimer(fn, args, iterations=iterations, unroll=unroll)
     for _ in range(max(0, warmup)):  # the first run compiles: warmup=0 only for a loop already run
-        jax.block_until_ready(run())
-    samples = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        jax.block_until_ready(run())
-        samples.append((time.perf_counter() - start) / (trips * unroll))
-    return Timing(float(np.median(samples)), min(samples), max(samples), tuple(samples), trips * unroll, len(samples))
+        timer()
+    samples = [timer() for _ in range(max(1, repeats))]
+    calls = timer.chain.calls_per_run
+    return Timing(float(np.median(samples)), min(samples), max(samples), tuple(samples), calls, len(samples))

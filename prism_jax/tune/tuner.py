@@ -21,6 +21,7 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import pathlib
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -35,7 +36,7 @@ from prism_jax.cost import model as cost_model
 from prism_jax.cost import sizing as cost_sizing
 from prism_jax.frontend.to_jax import jax_dtype, kernel_graph_fn
 from prism_jax.ir import DType, IRError, KernelGraph, content_hash, instantiate
-from prism_jax.tune.measure import time_chained
+from prism_jax.tune.measure import ChainTimer, Inputs
 
 if TYPE_CHECKING:
     from prism_jax.cache import NullCache, ResultCache
@@ -56,7 +57,9 @@ class TuneConfig:
     cuda_threads: tuple[int, ...] = (128, 256)  # threads per block of the CUDA kernels tried
     warmup: int = 2
     iterations: int = 100  # timed calls per program on a device, in one jitted loop (tune/measure.py)
-    repeats: int = 3  # rounds timing every program (XLA's too) once in turn; the median counts
+    repeats: int = 3  # rounds timing every program (XLA's too) once in turn, at least; the median counts
+    max_repeats: int = 25  # rounds at most: short programs get more, up to timing_budget_s of timed loops
+    timing_budget_s: float = 0.25  # timed loops per region (all programs) above which no more rounds
     min_speedup: float = 1.03  # a kernel replaces XLA only when this much faster (timing noise on shared hosts)
     compile_workers: int = 4  # threads building and checking programs on a device
     seed: int = 0  # of the random check inputs
@@ -248,13 +251,21 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
 
 
 def _device_times(fns: Sequence[Callable], args: Sequence[Any], config: TuneConfig) -> list[float]:
-    """Seconds per call of each program: after a warm-up each, ``repeats`` rounds that time every
-    program once in turn (A, B, C, A, B, C, ...), so a noisy moment of a shared machine hits them all;
-    the median round counts. One at a time: timings must not overlap."""
-    for fn in fns:
-        time_chained(fn, args, iterations=config.iterations, repeats=1, warmup=max(1, config.warmup))
-    rounds = [[time_chained(fn, args, iterations=config.iterations, repeats=1, warmup=0).median_s for fn in fns]
-              for _ in range(max(1, config.repeats))]
+    """Seconds per call of each program: after a warm-up each, rounds that time every program once in
+    turn (A, B, C, A, B, C, ...), so a noisy moment of a shared machine hits them all; the median
+    round counts. At least ``repeats`` rounds, more while they fit ``timing_budget_s`` (the first
+    round tells how long one takes; up to ``max_repeats``): the median of a few ~2 ms loops of a
+    20 µs kernel was too noisy to rank thread counts. One at a time: timings must not overlap."""
+    inputs = Inputs(args)  # one copy, which every program's runs donate and pass on
+    timers = [ChainTimer(fn, args, iterations=config.iterations, inputs=inputs) for fn in fns]
+    for timer in timers:
+        for _ in range(max(1, config.warmup)):
+            timer()
+    rounds = [[timer() for timer in timers]]
+    round_s = sum(rounds[0]) * config.iterations
+    wanted = math.floor(config.timing_budget_s / round_s) if round_s > 0 else config.max_repeats
+    for _ in range(min(max(config.repeats, wanted), max(config.repeats, config.max_repeats)) - 1):
+        rounds.append([timer() for timer in timers])
     return [float(np.median(column)) for column in zip(*rounds)]
 
 

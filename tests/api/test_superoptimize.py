@@ -217,17 +217,16 @@ def test_cpu_backend_native_kernels_compose_with_grad_and_vmap(monkeypatch, tmp_
     whatever this machine measures: what is tested is the plumbing (a cache of its own: no real timing
     stored by another test may answer)."""
     import prism_jax.tune.tuner as tuner
-    from prism_jax.tune.measure import Timing
 
     monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
 
-    def fake_clock(fn, args, **kwargs):  # XLA's program is the first the tuner times
+    def fake_timer(fn, args, **kwargs):  # XLA's program is the first the tuner times
         calls.append(fn)
         seconds = 2e-3 if fn is calls[0] else 1e-3
-        return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
+        return lambda: seconds
 
-    monkeypatch.setattr(tuner, "time_chained", fake_clock)
+    monkeypatch.setattr(tuner, "ChainTimer", fake_timer)
     optimized = prism_jax.superoptimize(rmsnorm_matmul, backend="cpu", search_config=SEARCH, tune_config=ONE_PROGRAM,
                                         progress=False)
     args = small_args()
@@ -245,17 +244,16 @@ def test_cpu_backend_native_kernels_compose_with_grad_and_vmap(monkeypatch, tmp_
 
 def test_cpu_backend_keeps_xla_when_it_is_faster_and_shows_what_was_found(monkeypatch, tmp_path):
     import prism_jax.tune.tuner as tuner
-    from prism_jax.tune.measure import Timing
 
     calls = []
 
-    def fake_clock(fn, args, **kwargs):  # XLA's program (the first timed) wins
+    def fake_timer(fn, args, **kwargs):  # XLA's program (the first timed) wins
         calls.append(fn)
         seconds = 1e-3 if fn is calls[0] else 2e-3
-        return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
+        return lambda: seconds
 
     monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(tuner, "time_chained", fake_clock)
+    monkeypatch.setattr(tuner, "ChainTimer", fake_timer)
     optimized = prism_jax.superoptimize(rmsnorm_matmul, backend="cpu", search_config=SEARCH, tune_config=ONE_PROGRAM,
                                         progress=False)
     args = small_args()

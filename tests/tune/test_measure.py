@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prism_jax.tune.measure import Chain, chained_loop, perturb, time_chained
+from prism_jax.tune.measure import Chain, ChainTimer, Inputs, chained_loop, perturb, time_chained
 
 
 def _matmul_tanh(a, b):
@@ -66,6 +66,20 @@ def test_chain_leaves_the_callers_inputs_alone_and_continues_from_the_last_run()
     assert np.array_equal(np.asarray(x), np.arange(4.0))  # the caller's array: not donated
     np.testing.assert_allclose(first, second)  # perturbations round away
     assert run.calls_per_run == 4
+
+
+def test_chains_of_programs_can_share_one_copy_of_the_inputs():
+    """The tuner's programs pass one copy of the inputs from run to run (one copy of large weights)."""
+    x = jnp.arange(6.0)
+    shared = Inputs((x,))
+    double, negate = Chain(lambda x: x * 2, (x,), 1, 2, shared), Chain(lambda x: -x, (x,), 1, 2, shared)
+    np.testing.assert_allclose(np.asarray(double()), np.arange(6.0) * 2)
+    np.testing.assert_allclose(np.asarray(negate()), -np.arange(6.0))  # reads what double's run left
+    assert double.inputs is negate.inputs is shared
+    assert np.array_equal(np.asarray(x), np.arange(6.0))
+    timer = ChainTimer(lambda x: x + 1, (x,), iterations=4, unroll=2, inputs=shared)
+    timer()  # compiles
+    assert timer() > 0 and timer.chain.calls_per_run == 4
 
 
 def test_chained_loop_copies_no_input_per_call():

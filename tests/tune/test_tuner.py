@@ -90,18 +90,16 @@ def test_device_path_times_programs_against_xla_and_keeps_the_faster(monkeypatch
     import prism_jax.tune.tuner as tuner
     from prism_jax.codegen.pallas import PallasOptions
 
-    from prism_jax.tune.measure import Timing
-
     monkeypatch.setattr(tuner, "_launch_options", lambda target, config: [PallasOptions(interpret=True)])
     timed_calls = []
 
-    def clock(fn, args, **kwargs):  # a real run of the program, then a fixed time: XLA 1 ms, kernels 2 ms
+    def timer(fn, args, **kwargs):  # a real run of the program, then a fixed time: XLA 1 ms, kernels 2 ms
         jax.block_until_ready(fn(*args))
         timed_calls.append(fn)
         seconds = 1e-3 if fn is timed_calls[0] else 2e-3
-        return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
+        return lambda: seconds
 
-    monkeypatch.setattr(tuner, "time_chained", clock)
+    monkeypatch.setattr(tuner, "ChainTimer", timer)
     region, symbolic, sizes = problem()
     timed = Target("cpu-timed", H100_SXM, interpret=False)
     choice = tune_region(region, [(symbolic, sizes)], timed, TuneConfig(iterations=4, repeats=1, warmup=1))
@@ -141,19 +139,38 @@ def test_cuda_target_builds_cuda_custom_calls_and_reads_its_options():
 def test_device_times_interleave_programs_in_rounds_and_take_the_median(monkeypatch):
     """Every round times each program once, in order; a slow moment in one round does not decide."""
     import prism_jax.tune.tuner as tuner
-    from prism_jax.tune.measure import Timing
 
-    order, slow_round = [], {3}  # the kernel's call in the first timed round (after 2 warm-ups) is slow
+    order, slow_round = [], {3}  # the kernel's run in the first timed round (after 2 warm-ups) is slow
 
-    def clock(fn, args, **kwargs):
-        order.append(fn)
-        seconds = (1e-3 if fn == "xla" else 0.9e-3) * (10 if len(order) - 1 in slow_round else 1)
-        return Timing(seconds, seconds, seconds, (seconds,), 1, 1)
+    def timer(fn, args, **kwargs):
+        def run():
+            order.append(fn)
+            return (1e-3 if fn == "xla" else 0.9e-3) * (10 if len(order) - 1 in slow_round else 1)
+        return run
 
-    monkeypatch.setattr(tuner, "time_chained", clock)
-    times = tuner._device_times(["xla", "kernel"], (), TuneConfig(repeats=3))
+    monkeypatch.setattr(tuner, "ChainTimer", timer)
+    times = tuner._device_times(["xla", "kernel"], (), TuneConfig(warmup=1, repeats=3, timing_budget_s=0))
     assert order == ["xla", "kernel"] * 4  # warm-up pass, then three rounds
     assert times == [pytest.approx(1e-3), pytest.approx(0.9e-3)]
+
+
+@pytest.mark.parametrize("seconds,rounds", [(20e-6, 25), (200e-6, 6), (5e-3, 3)])
+def test_short_programs_get_more_rounds_within_the_timing_budget(monkeypatch, seconds, rounds):
+    """Rounds beyond ``repeats`` while they fit ``timing_budget_s`` (a round of two 100-call loops
+    of a 20 µs program takes 4 ms: 62 fit 0.25 s, capped at 25), never fewer than ``repeats``."""
+    import prism_jax.tune.tuner as tuner
+
+    runs = []
+
+    def timer(fn, args, **kwargs):
+        def run():
+            runs.append(fn)
+            return seconds
+        return run
+
+    monkeypatch.setattr(tuner, "ChainTimer", timer)
+    tuner._device_times(["xla", "kernel"], (), TuneConfig(warmup=1))
+    assert len(runs) == 2 * (1 + rounds)
 
 
 def test_a_kernel_must_be_clearly_faster_than_xla(monkeypatch):
