@@ -121,6 +121,8 @@ inline __mmask32 mask32(std::int64_t n) {
 // accumulator arrays live in registers.
 #define PRISM_CPU_UNROLL _Pragma("GCC unroll 16")
 
+#include "prism_cpu_dp.h"
+
 namespace prism_jax {
 namespace cpu {
 
@@ -966,7 +968,11 @@ inline void matmul_acc_bf16_dot(const float* A, std::int64_t lda, const std::uin
     return;
   }
 #endif
+#if PRISM_CPU_DP
+  detail::dp::matmul_acc(A, lda, B, ldb, C, ldc, M, N, K);
+#else
   matmul_acc_bf16(rounded_to_bf16(A, lda, M, K), K, B, ldb, C, ldc, M, N, K);
+#endif
 }
 #endif  // PRISM_CPU_EXTERN_MATMUL
 

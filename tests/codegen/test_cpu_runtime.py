@@ -26,6 +26,7 @@ using namespace prism_jax::cpu;
 using i64 = std::int64_t;
 extern "C" {
 int shim_path() { return detail::kAvx512 ? 2 : detail::kAvx2Fma ? 1 : 0; }
+int shim_dp_compiled() { return PRISM_CPU_DP; }
 #if PRISM_CPU_AVX512
 int shim_max_mr() { return detail::z::kMaxMr; }
 #else
@@ -95,9 +96,13 @@ BUILDS = {
     "avx2_vl": (["-O3", "-march=native", "-DPRISM_CPU_NO_AVX512"], ("avx512vl", "avx2", "fma"), 1, 12),
     # an AVX2-only machine (AMD EPYC): 16 ymm registers, MR up to 6
     "avx2": (["-O3", "-mavx2", "-mfma", "-mno-avx512f"], ("avx2", "fma"), 1, 6),
-    # the AVX-512 kernels with AMX switched off (matmul_acc_bf16_dot rounds A and uses the zmm kernel)
+    # the AVX-512 kernels with AMX switched off (matmul_acc_bf16_dot: VDPBF16PS where the host has
+    # AVX512_BF16 and the compiler does not target AMX, else the zmm kernel on the rounded A)
     "avx512_no_amx": (["-O3", "-march=native", "-DPRISM_CPU_NO_AMX"], ("avx512f", "avx512bw", "avx512vl", "avx2",
                                                                       "fma"), 2, 14),
+    # and without the VDPBF16PS kernel: the zmm kernel on the rounded A
+    "avx512_no_dp": (["-O3", "-march=native", "-DPRISM_CPU_NO_AMX", "-DPRISM_CPU_NO_DP"],
+                     ("avx512f", "avx512bw", "avx512vl", "avx2", "fma"), 2, 14),
     # the portable fallback: without AVX2 in the flags, and with it switched off by the macro
     "scalar": (["-O2", "-mno-avx2", "-mno-fma"], (), 0, None),
     "no_simd": (["-O2", "-march=native", "-DPRISM_CPU_NO_SIMD"], (), 0, None),
@@ -133,6 +138,7 @@ class Shim:
         self.path = int(lib.shim_path())
         self.max_mr = int(lib.shim_max_mr())
         self.amx_compiled, self.amx_available = bool(lib.shim_amx_compiled()), bool(lib.shim_amx_available())
+        self.dp_compiled = bool(lib.shim_dp_compiled())
 
     def matmul(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, dot: bool = False) -> None:
         """c += a @ b on views (row-major with unit column stride: sub-tiles of bigger arrays); ``dot``:
@@ -294,7 +300,8 @@ def test_matmul_power_of_two_leading_dims(shim):
 def test_bf16_dot_shapes_and_tails(shim, m):
     """bfloat16 x bfloat16 (A rounded to nearest even): on AMX tiles from 4 rows where the build and
     the host have them -- K padded to 32, 64-column strips with masked tails, 32-row K blocks, row
-    groups of 16 -- else the zmm/ymm/scalar kernel on the rounded A."""
+    groups of 16 -- on VDPBF16PS where the host has AVX512_BF16 but no AMX (odd K, 32-column strips
+    with masked tails, row blocks of up to 14), else the zmm/ymm/scalar kernel on the rounded A."""
     rng = np.random.default_rng(100 + m)
     for n in SIZES + [64, 65, 130]:
         for k in SIZES + [32, 64, 96]:
@@ -308,6 +315,15 @@ def test_amx_where_the_host_has_it(shims):
     for name, s in shims.items():
         assert s.amx_compiled == (host_amx and name == "avx512"), name
         assert s.amx_available <= s.amx_compiled
+
+
+def test_dot_product_kernel_where_the_host_has_avx512_bf16_but_no_amx(shims):
+    """-march=native on a host with AVX512_BF16 and no AMX (AMD Zen 4) compiles the VDPBF16PS kernel
+    for matmul_acc_bf16_dot; PRISM_CPU_NO_DP, the other builds, and AMX hosts leave it out."""
+    flags = _host_cpu_flags()
+    host_dp = "avx512_bf16" in flags and "amx_bf16" not in flags
+    for name, s in shims.items():
+        assert s.dp_compiled == (host_dp and name in ("avx512", "avx512_no_amx")), name
 
 
 def test_matmul_empty_is_a_no_op(shim):

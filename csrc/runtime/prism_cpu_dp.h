@@ -1,0 +1,164 @@
+// prism_cpu_dp.h -- C[M,N] += bf16(A)[M,K] @ B[K,N] with both operands
+// bfloat16 on AVX512_BF16's VDPBF16PS (float32 accumulation of exact
+// bfloat16 products, two K values per lane and instruction), included by
+// prism_cpu.h: the bfloat16 x bfloat16 matmul where the CPU has AVX512_BF16
+// but no AMX (AMD Zen 4, Intel Cooper Lake).
+//
+// Why: there the widening kernel of prism_cpu.h (detail::z: bfloat16 B
+// widened to float32 in registers, float32 FMAs) is bound by its FMAs at
+// decode sizes.  Measured on a 2-core AMD EPYC VM (AVX-512 with BF16, no
+// AMX): a loop of independent zmm FMAs ran 39.5 GFLOP/s, one of VDPBF16PS
+// 88 GFLOP/s; M = 8, K = N = 1024 (B from L3) took ~500-630 us widening,
+// against ~64 us to read B.
+//
+// The layout VDPBF16PS wants pairs rows k, k+1 of B lane by lane.  The
+// micro-kernel reads two rows of a 32-column strip and interleaves them in
+// registers (vpunpck{l,h}wd, within 128-bit lanes), so B is read in place,
+// once, with no rearranged copy; the accumulators then hold the columns in
+// the order {0-3, 8-11, 16-19, 24-27} and {4-7, 12-15, 20-23, 28-31}, put
+// back in order before C is updated (two vpermt2ps per row).  A is rounded
+// to bfloat16 (VCVTNEPS2BF16: to nearest even, as AMX's packing of A) kKa
+// columns at a time; read as 32-bit words its rows are the pairs (A[i,k],
+// A[i,k+1]); an odd K's last pair is (A[i,K-1], 0) against a zero row of B.
+// VDPBF16PS treats denormal inputs as zero and flushes denormal results (as
+// AMX's TDPBF16PS does); the products are exact.
+//
+// Included by prism_cpu.h only, inside its AVX-512 section.
+#pragma once
+
+// Not where the compiler targets AMX: on those Intel CPUs VDPBF16PS measured
+// one per 2 cycles, half the multiply-adds of two zmm FMAs (prism_cpu_amx.h),
+// and the matmuls below AMX's row count stay on the widening kernel there.
+#if PRISM_CPU_AVX512 && defined(__AVX512BF16__) && !defined(__AMX_BF16__) && !defined(PRISM_CPU_NO_DP)
+#define PRISM_CPU_DP 1
+#else
+#define PRISM_CPU_DP 0
+#endif
+
+#if PRISM_CPU_DP
+namespace prism_jax {
+namespace cpu {
+namespace detail {
+namespace dp {
+
+inline constexpr int kMaxMr = 14;            // MR x 2 accumulators + 2 B pairs + 1 A pair: 31 zmm
+inline constexpr std::int64_t kNr = 32;      // columns of a strip (two zmm of 16 pairs)
+inline constexpr std::int64_t kKc = 32;      // rows of B per K block (16 pairs; 2 KiB per strip)
+inline constexpr std::int64_t kRowGroup = 16;
+inline constexpr std::int64_t kKa = 128;     // columns of A rounded into pairs at a time
+inline constexpr std::int64_t kApkLd = kKa / 2 + 8;  // 32-bit pairs per row of that copy
+static_assert(kKa % kKc == 0 && kKc % 2 == 0, "K blocks tile the copies of A in whole pairs");
+
+// C[0:MR, 0:32] += A[0:MR, 0:kc] @ S[0:kc, 0:32] for a 32-column strip S of B
+// (row k at B + k * ldb); A given as pairs (apk: row r at apk + r * kApkLd,
+// pair p = columns 2p, 2p+1).  FULL: all 32 columns are real; otherwise the
+// first `ncols` (16-bit masked loads of B, masked loads/stores of C).
+template <int MR, bool FULL>
+inline void micro_kernel(const std::uint32_t* apk, const std::uint16_t* B, std::int64_t ldb, float* C,
+                         std::int64_t ldc, std::int64_t kc, std::int64_t ncols) {
+  static_assert(MR >= 1 && MR <= kMaxMr, "micro-kernel rows");
+  const __mmask32 mb = FULL ? static_cast<__mmask32>(0xFFFFFFFFu) : mask32(ncols);
+  __m512 acc[MR][2];
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+
+  auto step = [&](std::int64_t k, bool pair) {
+    const std::uint16_t* b = B + k * ldb;
+    const __m512i x0 = FULL ? _mm512_loadu_si512(b) : _mm512_maskz_loadu_epi16(mb, b);
+    const __m512i x1 = !pair ? _mm512_setzero_si512()
+                             : FULL ? _mm512_loadu_si512(b + ldb) : _mm512_maskz_loadu_epi16(mb, b + ldb);
+    const __m512bh lo = (__m512bh)_mm512_unpacklo_epi16(x0, x1);  // columns 0-3, 8-11, 16-19, 24-27
+    const __m512bh hi = (__m512bh)_mm512_unpackhi_epi16(x0, x1);  // columns 4-7, 12-15, 20-23, 28-31
+    PRISM_CPU_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(apk[r * kApkLd + k / 2]));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, lo);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, hi);
+    }
+  };
+  std::int64_t k = 0;
+  for (; k + 2 <= kc; k += 2) step(k, true);
+  if (k < kc) step(k, false);
+
+  // back to column order; every row of C read before any is written
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  const __mmask16 m0 = FULL ? static_cast<__mmask16>(0xFFFFu) : mask16(ncols);
+  const __mmask16 m1 = FULL ? static_cast<__mmask16>(0xFFFFu) : mask16(ncols - 16);
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    const __m512 lo = acc[r][0], hi = acc[r][1];
+    const float* c = C + r * ldc;
+    acc[r][0] = _mm512_add_ps(_mm512_permutex2var_ps(lo, first, hi), _mm512_maskz_loadu_ps(m0, c));
+    acc[r][1] = _mm512_add_ps(_mm512_permutex2var_ps(lo, second, hi), _mm512_maskz_loadu_ps(m1, c + 16));
+  }
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    float* c = C + r * ldc;
+    _mm512_mask_storeu_ps(c, m0, acc[r][0]);
+    _mm512_mask_storeu_ps(c + 16, m1, acc[r][1]);
+  }
+}
+
+template <bool FULL, int MR = 1>
+inline void micro_kernel_rows(std::int64_t rows, const std::uint32_t* apk, const std::uint16_t* B,
+                              std::int64_t ldb, float* C, std::int64_t ldc, std::int64_t kc,
+                              std::int64_t ncols) {
+  if constexpr (MR <= kMaxMr) {
+    if (rows == MR)
+      micro_kernel<MR, FULL>(apk, B, ldb, C, ldc, kc, ncols);
+    else
+      micro_kernel_rows<FULL, MR + 1>(rows, apk, B, ldb, C, ldc, kc, ncols);
+  }
+}
+
+// Every row block of A (balanced blocks of at most kMaxMr rows) against one
+// strip; the blocks after the first read the strip from L1.
+template <bool FULL>
+inline void strip_all_rows(const std::uint32_t* apk, const std::uint16_t* B, std::int64_t ldb, float* C,
+                           std::int64_t ldc, std::int64_t M, std::int64_t kc, std::int64_t ncols) {
+  const std::int64_t blocks = (M + kMaxMr - 1) / kMaxMr;
+  std::int64_t i = 0;
+  for (std::int64_t blk = 0; blk < blocks; ++blk) {
+    const std::int64_t rows = (M - i + (blocks - blk) - 1) / (blocks - blk);
+    micro_kernel_rows<FULL>(rows, apk + i * kApkLd, B, ldb, C + i * ldc, ldc, kc, ncols);
+    i += rows;
+  }
+}
+
+// At most kRowGroup rows of A: K blocks outermost, 32-column strips inside.
+inline void row_group(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
+                      std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K, std::uint32_t* apk) {
+  const std::int64_t n_full_end = N / kNr * kNr;
+  for (std::int64_t k0 = 0; k0 < K; k0 += kKc) {
+    const std::int64_t kc = K - k0 < kKc ? K - k0 : kKc;
+    if (k0 % kKa == 0) {  // the next kKa columns of A, rounded; as 32-bit words, pairs (zeros past K)
+      const std::int64_t ka = K - k0 < kKa ? K - k0 : kKa;
+      for (std::int64_t i = 0; i < M; ++i)
+        for (std::int64_t k = 0; k < ka; k += 16) {
+          const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(ka - k), A + i * lda + k0 + k));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(apk + i * kApkLd + k / 2), (__m256i)h);
+        }
+    }
+    const std::uint32_t* a = apk + (k0 % kKa) / 2;
+    const std::uint16_t* b = B + k0 * ldb;
+    for (std::int64_t j = 0; j < n_full_end; j += kNr)
+      strip_all_rows<true>(a, b + j, ldb, C + j, ldc, M, kc, kNr);
+    if (n_full_end < N) strip_all_rows<false>(a, b + n_full_end, ldb, C + n_full_end, ldc, M, kc, N - n_full_end);
+  }
+}
+
+inline void matmul_acc(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
+                       std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  alignas(64) std::uint32_t apk[kRowGroup * kApkLd];
+  for (std::int64_t i0 = 0; i0 < M; i0 += kRowGroup) {
+    const std::int64_t mg = M - i0 < kRowGroup ? M - i0 : kRowGroup;
+    row_group(A + i0 * lda, lda, B, ldb, C + i0 * ldc, ldc, mg, N, K, apk);
+  }
+}
+
+}  // namespace dp
+}  // namespace detail
+}  // namespace cpu
+}  // namespace prism_jax
+#endif  // PRISM_CPU_DP
