@@ -240,14 +240,29 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
         f"candidate {index} {ranked.sizes} {options}: {t * 1e6:.1f} µs"
         for (index, _, ranked, options, _, _), t in zip(checked, times)))
     best = min(range(len(times)), key=times.__getitem__)
+    index, graph, ranked, options, fn, error = checked[best]
     best_time = times[best]
-    index, graph, ranked, options, _, error = checked[best]
-    if best_time * config.min_speedup >= xla_time:
-        reason = (f"XLA is faster ({xla_time * 1e6:.1f} µs vs {best_time * 1e6:.1f} µs)" if best_time >= xla_time else
-                  f"the kernel is not clearly faster ({best_time * 1e6:.1f} µs vs XLA's {xla_time * 1e6:.1f} µs; "
-                  f"it must be {config.min_speedup:g}x)")
+    reason = _not_clearly_faster(best_time, xla_time, config)
+    if reason is None:
+        # the best of several noisy timings is biased low (and a noisy moment can favour any program):
+        # the winner must beat XLA again, timed against it alone (lora float32 once won 276 vs 347 µs
+        # and then ran 300 µs to XLA's 250 in the benchmark)
+        xla_time, best_time = _device_times([checker.reference, fn], checker.args, config)
+        reason = _not_clearly_faster(best_time, xla_time, config, again=True)
+    if reason is not None:
         return _xla_choice(xla_estimate, reason, xla_time)
     return Choice(graph, index, dict(ranked.sizes), options, ranked.seconds, xla_estimate, best_time, xla_time, error)
+
+
+def _not_clearly_faster(kernel_s: float, xla_s: float, config: TuneConfig, again: bool = False) -> str | None:
+    """Why XLA stays (None: the kernel is at least ``min_speedup`` times faster)."""
+    if kernel_s * config.min_speedup < xla_s:
+        return None
+    when = " timed again against the winner" if again else ""
+    if kernel_s >= xla_s:
+        return f"XLA is faster{when} ({xla_s * 1e6:.1f} µs vs {kernel_s * 1e6:.1f} µs)"
+    return (f"the kernel is not clearly faster{when} ({kernel_s * 1e6:.1f} µs vs XLA's {xla_s * 1e6:.1f} µs; "
+            f"it must be {config.min_speedup:g}x)")
 
 
 def _device_times(fns: Sequence[Callable], args: Sequence[Any], config: TuneConfig) -> list[float]:

@@ -185,3 +185,19 @@ def test_a_kernel_must_be_clearly_faster_than_xla(monkeypatch):
     assert not choice.uses_kernel and "not clearly faster" in choice.reason
     choice = tune_region(region, [(symbolic, sizes)], timed, TuneConfig(min_speedup=1.0, use_cache=False))
     assert choice.uses_kernel and choice.measured_s == pytest.approx(0.99e-3)
+
+
+def test_the_winner_must_beat_xla_again_when_timed_against_it_alone(monkeypatch):
+    """A kernel that won the rounds (a noisy moment) but loses the second timing against XLA alone is
+    not used, and the reason says so."""
+    import prism_jax.tune.tuner as tuner
+    from prism_jax.codegen.pallas import PallasOptions
+
+    monkeypatch.setattr(tuner, "_launch_options", lambda target, config: [PallasOptions(interpret=True)])
+    timings = iter([[1e-3, 0.5e-3], [1e-3, 1.2e-3]])  # the rounds, then XLA and the winner alone
+    monkeypatch.setattr(tuner, "_device_times", lambda fns, args, config: next(timings))
+    region, symbolic, sizes = problem()
+    timed = Target("cpu-timed", H100_SXM, interpret=False)
+    choice = tune_region(region, [(symbolic, sizes)], timed, TuneConfig())
+    assert not choice.uses_kernel and "XLA is faster timed again against the winner" in choice.reason, choice.reason
+    assert choice.xla_measured_s == 1e-3
