@@ -186,6 +186,7 @@ class KernelEmitter:
         # row reduction → the elementwise op whose loop it joins (that loop moves to the reduction)
         self.producer_of: dict[int, Op] = self._plan_reductions_in_producers() if self.REDUCE_IN_PRODUCER else {}
         self.deferred = {op.outputs[0] for op in self.producer_of.values()}
+        self.in_place = self._outputs_in_place()  # output value → the output whose result it is written in
 
     def _is_bf16_program(self) -> bool:
         """Whether every floating-point value the kernel reads or writes is bfloat16: the program then
@@ -622,14 +623,13 @@ class KernelEmitter:
     def _declare_values(self) -> None:
         """Tile buffers, allocated once per thread (``thread_local``) and reused by its blocks; an output
         tile that is one contiguous chunk of the result is computed where it lies in the result."""
-        in_place = self._outputs_in_place()
         for v, t in enumerate(self.block.values):
             if v in self.views:
                 self.w(f"const {_ctype(t)}* v{v} = nullptr;  // read in place")
             elif v in self.elided or v in self.inlined:
                 continue  # the matmul reads (widens, transposes) the input itself / the reader computes it
-            elif v in in_place:
-                k = in_place[v]
+            elif v in self.in_place:
+                k = self.in_place[v]
                 self.w(f"{_ctype(t)}* v{v} = dst{k} + ({self._output_base(k)});  // written in place")
             else:
                 n = max(1, math.prod(_shape(t)))
@@ -691,7 +691,7 @@ class KernelEmitter:
                           for row, t, s in zip(out.omap, tile, strides)) or "0"
 
     def _store(self, k: int, value: int) -> None:
-        if self._outputs_in_place().get(value) == k:
+        if self.in_place.get(value) == k:
             return  # computed where it lies in the result
         tile = _shape(self.block.values[value])
         strides = _strides(_shape(self.block.output_type(k)))
@@ -773,7 +773,6 @@ class KernelEmitter:
         in_shape = _shape(self.block.values[src])
         is_sum = op.kind == OpKind.REDUCE_SUM
         identity = "0.0f" if is_sum else "P_NEG_INF"
-        axes = [d for d, (a, b) in enumerate(zip(in_shape, shape)) if a != b]
         if self._reduces_rows_in_lanes(op):  # partials in float
             self._reduce_last_axis(op, shape, in_shape, is_sum, identity)
             return
@@ -793,13 +792,15 @@ class KernelEmitter:
         last, n, lanes = len(in_shape) - 1, in_shape[-1], _REDUCE_LANES
         produce = ""  # computing and storing the value reduced, when this loop is its producer's
         producer = self.producer_of.get(out)
-        if producer is not None:
+        if producer is None:
+            element = self.elem(src, in_shape)
+        else:
             p = producer.outputs[0]
             produce = (f"const auto x{p} = {self.write(p, self._elementwise_expr(producer, in_shape))}; "
                        f"v{p}[{_offset(_strides(in_shape))}] = x{p}; ")
-            self.inline_exprs[p] = self.read(p, f"x{p}")
-        element = self.elem(src, in_shape)
-        self.inline_exprs.pop(producer.outputs[0] if producer is not None else None, None)
+            self.inline_exprs[p] = self.read(p, f"x{p}")  # this loop's value; later readers read the buffer
+            element = self.elem(src, in_shape)
+            del self.inline_exprs[p]
         hoisted, code = _hoist_invariant_reads(f"{produce}\n{element}", f"i{last}")
         produce, element = code.split("\n")
 
