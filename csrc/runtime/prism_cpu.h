@@ -117,6 +117,26 @@ inline __mmask32 mask32(std::int64_t n) {
 
 #include "prism_cpu_amx.h"
 
+// Software prefetch of B in the strip kernels (detail::z, dp): each row of a
+// strip also touches the same row one strip (z) or two strips (dp) further
+// on.  A K block reads 16-32 rows of B side by side, 64-128 bytes of each per
+// strip; measured on a 2-core AMD EPYC (Zen 4, 32 KiB 8-way L1d), one thread,
+// B in DRAM (24 x 2-4 MiB), M = 8, K = N = 1024: bfloat16 x bfloat16 (dp)
+// 360-380 -> 150-165 us, float32 A x bfloat16 B (widening) 515-580 -> 230-245
+// us, float32 290-370 -> 290-300 us; B from L3 no clear change.  Further ahead
+// was slower (4 strips: dp ~180-200 us, 8: ~240-285 us; into L2 no better):
+// lines fetched far ahead for 32 rows a power-of-two stride apart evict each
+// other from the same L1 sets before they are read.  Off on AMX hosts (the
+// Intel Xeon the z kernel was tuned on measured prefetching 8 strips ahead
+// slower with B in L3) unless PRISM_CPU_PREFETCH_B is defined to 1.
+#if !defined(PRISM_CPU_PREFETCH_B)
+#if defined(__AMX_TILE__)
+#define PRISM_CPU_PREFETCH_B 0
+#else
+#define PRISM_CPU_PREFETCH_B 1
+#endif
+#endif
+
 // Full unrolling of the fixed-trip loops of the micro-kernel, so that its
 // accumulator arrays live in registers.
 #define PRISM_CPU_UNROLL _Pragma("GCC unroll 16")
@@ -687,9 +707,19 @@ inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::in
   PRISM_CPU_UNROLL
   for (int r = 0; r < MR; ++r) a[r] = A + r * lda;
 
+  // Prefetch the next strip of B's rows (PRISM_CPU_PREFETCH_B), not of the
+  // copy in L1 that later row blocks read, nor for the few-row kernel, which
+  // reads whole rows of B in order.
+  const bool prefetch = PRISM_CPU_PREFETCH_B && NV == kNv && B != pk;
+
   // acc[u] += A[:, k] (x) S[k, :]
   auto step = [&](int u, std::int64_t k) {
     const Src* b = B + k * ldb;
+    if (prefetch) {
+      const char* next = reinterpret_cast<const char*>(b + kNr);
+      _mm_prefetch(next, _MM_HINT_T0);
+      if constexpr (!kBf16) _mm_prefetch(next + 64, _MM_HINT_T0);  // float32: two lines a row
+    }
     __m512 bv[NV];
     if constexpr (kBf16) {
       PRISM_CPU_UNROLL

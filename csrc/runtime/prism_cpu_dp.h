@@ -7,9 +7,10 @@
 // Why: there the widening kernel of prism_cpu.h (detail::z: bfloat16 B
 // widened to float32 in registers, float32 FMAs) is bound by its FMAs at
 // decode sizes.  Measured on a 2-core AMD EPYC VM (AVX-512 with BF16, no
-// AMX): a loop of independent zmm FMAs ran 39.5 GFLOP/s, one of VDPBF16PS
-// 88 GFLOP/s; M = 8, K = N = 1024 (B from L3) took ~500-630 us widening,
-// against ~64 us to read B.
+// AMX; one core): zmm FMAs 114 GFLOP/s, VDPBF16PS 222 GFLOP/s (twelve
+// independent accumulators held in registers; an earlier loop that kept
+// them in memory measured 39.5 and 88); M = 8, K = N = 1024 (B from L3) took
+// ~500-630 us widening, against ~64 us to read B.
 //
 // The layout VDPBF16PS wants pairs rows k, k+1 of B lane by lane.  The
 // micro-kernel reads two rows of a 32-column strip and interleaves them in
@@ -64,6 +65,10 @@ inline void micro_kernel(const std::uint32_t* apk, const std::uint16_t* B, std::
 
   auto step = [&](std::int64_t k, bool pair) {
     const std::uint16_t* b = B + k * ldb;
+    if constexpr (PRISM_CPU_PREFETCH_B) {  // both rows two strips on (see prism_cpu.h)
+      _mm_prefetch(reinterpret_cast<const char*>(b + 2 * kNr), _MM_HINT_T0);
+      if (pair) _mm_prefetch(reinterpret_cast<const char*>(b + ldb + 2 * kNr), _MM_HINT_T0);
+    }
     const __m512i x0 = FULL ? _mm512_loadu_si512(b) : _mm512_maskz_loadu_epi16(mb, b);
     const __m512i x1 = !pair ? _mm512_setzero_si512()
                              : FULL ? _mm512_loadu_si512(b + ldb) : _mm512_maskz_loadu_epi16(mb, b + ldb);
