@@ -141,6 +141,54 @@ inline __mmask32 mask32(std::int64_t n) {
 // accumulator arrays live in registers.
 #define PRISM_CPU_UNROLL _Pragma("GCC unroll 16")
 
+#if PRISM_CPU_AVX512
+namespace prism_jax {
+namespace cpu {
+namespace detail {
+// The strips of one pass of a strip kernel over B, in the order they are
+// read: K blocks of `kc` rows outermost; inside, a partial strip of `head`
+// columns (if head > 0), `full` strips of `width` columns, then a partial
+// strip to column N (if any).  ahead() names the strip read `by` strips
+// after one, for PRISM_CPU_PREFETCH_B: with short rows of B (attention's
+// p @ V: 128 columns, four strips) that is the next K block's rows.
+template <typename Src>
+class StripOrder {
+ public:
+  StripOrder(const Src* B, std::int64_t ldb, std::int64_t K, std::int64_t kc, std::int64_t N, std::int64_t head,
+             std::int64_t width)
+      : B_(B), ldb_(ldb), K_(K), kc_(kc), N_(N), head_(head), width_(width), full_((N - head) / width),
+        count_((head > 0) + full_ + (head + full_ * width < N)) {}
+
+  std::int64_t count() const { return count_; }
+  // first column and columns of strip s (s < count())
+  std::int64_t start(std::int64_t s) const {
+    if (head_ > 0 && s-- == 0) return 0;
+    return s < full_ ? head_ + s * width_ : head_ + full_ * width_;
+  }
+  std::int64_t columns(std::int64_t s) const {
+    const std::int64_t j = start(s), end = j + (head_ > 0 && j == 0 ? head_ : width_);
+    return (end < N_ ? end : N_) - j;
+  }
+  // the first row of the strip read `by` strips after strip s of the K block
+  // at row k0; nullptr past the end of B (no divisions: one call per strip)
+  const Src* ahead(std::int64_t k0, std::int64_t s, std::int64_t by) const {
+    std::int64_t t = s + by;
+    while (t >= count_) {
+      t -= count_;
+      k0 += kc_;
+    }
+    return k0 < K_ ? B_ + k0 * ldb_ + start(t) : nullptr;
+  }
+
+ private:
+  const Src* B_;
+  std::int64_t ldb_, K_, kc_, N_, head_, width_, full_, count_;
+};
+}  // namespace detail
+}  // namespace cpu
+}  // namespace prism_jax
+#endif
+
 #include "prism_cpu_dp.h"
 
 namespace prism_jax {
@@ -648,6 +696,9 @@ inline constexpr std::int64_t kKc = sizeof(Src) == 2 ? 32 : 16;
 inline constexpr std::int64_t kRowGroup = 16;
 inline constexpr std::int64_t kKa = 128;
 inline constexpr std::int64_t kApkLd = kKa + 8;
+// How many strips ahead B is prefetched (PRISM_CPU_PREFETCH_B): one (two
+// measured no better for float32, slower for the widened bfloat16).
+inline constexpr std::int64_t kPrefetchStrips = 1;
 static_assert(kKa % kKc<float> == 0 && kKa % kKc<std::uint16_t> == 0, "K blocks tile the copies of A");
 
 // See detail::in_register (the "v" constraint reaches all 32 zmm registers).
@@ -682,7 +733,8 @@ inline __m512i shl16(__m512i x) { return _mm512_maskz_slli_epi32(static_cast<__m
 //          than kNv only for the few-row kernel (few_rows below).
 template <int MR, bool FULL, bool PACK, typename Src, int NV = kNv>
 inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
-                         std::int64_t ldc, std::int64_t kc, std::int64_t ncols, Src* pk) {
+                         std::int64_t ldc, std::int64_t kc, std::int64_t ncols, Src* pk,
+                         const Src* next = nullptr) {
   static_assert(MR >= 1 && MR <= kMaxMr, "micro-kernel rows");
   static_assert(NV % 2 == 0, "bfloat16 strips are whole 32-column loads");
   static_assert(!PACK || NV == kNv, "the copy of a strip is kNr columns wide");
@@ -707,18 +759,14 @@ inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::in
   PRISM_CPU_UNROLL
   for (int r = 0; r < MR; ++r) a[r] = A + r * lda;
 
-  // Prefetch the next strip of B's rows (PRISM_CPU_PREFETCH_B), not of the
-  // copy in L1 that later row blocks read, nor for the few-row kernel, which
-  // reads whole rows of B in order.
-  const bool prefetch = PRISM_CPU_PREFETCH_B && NV == kNv && B != pk;
-
-  // acc[u] += A[:, k] (x) S[k, :]
+  // acc[u] += A[:, k] (x) S[k, :]; row k of the strip read after this one
+  // (`next`, see PRISM_CPU_PREFETCH_B) is prefetched
   auto step = [&](int u, std::int64_t k) {
     const Src* b = B + k * ldb;
-    if (prefetch) {
-      const char* next = reinterpret_cast<const char*>(b + kNr);
-      _mm_prefetch(next, _MM_HINT_T0);
-      if constexpr (!kBf16) _mm_prefetch(next + 64, _MM_HINT_T0);  // float32: two lines a row
+    if (PRISM_CPU_PREFETCH_B && next != nullptr) {
+      const char* ahead = reinterpret_cast<const char*>(next + k * ldb);
+      _mm_prefetch(ahead, _MM_HINT_T0);
+      if constexpr (!kBf16) _mm_prefetch(ahead + 64, _MM_HINT_T0);  // float32: two lines a row
     }
     __m512 bv[NV];
     if constexpr (kBf16) {
@@ -800,12 +848,12 @@ inline void micro_kernel(const float* A, std::int64_t lda, const Src* B, std::in
 template <bool FULL, bool PACK, typename Src, int MR = 1>
 inline void micro_kernel_rows(std::int64_t rows, const float* A, std::int64_t lda, const Src* B,
                               std::int64_t ldb, float* C, std::int64_t ldc, std::int64_t kc,
-                              std::int64_t ncols, Src* pk) {
+                              std::int64_t ncols, Src* pk, const Src* next) {
   if constexpr (MR <= kMaxMr) {
     if (rows == MR)
-      micro_kernel<MR, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk);
+      micro_kernel<MR, FULL, PACK>(A, lda, B, ldb, C, ldc, kc, ncols, pk, next);
     else
-      micro_kernel_rows<FULL, PACK, Src, MR + 1>(rows, A, lda, B, ldb, C, ldc, kc, ncols, pk);
+      micro_kernel_rows<FULL, PACK, Src, MR + 1>(rows, A, lda, B, ldb, C, ldc, kc, ncols, pk, next);
   }
 }
 
@@ -816,19 +864,20 @@ inline void micro_kernel_rows(std::int64_t rows, const float* A, std::int64_t ld
 template <bool FULL, typename Src>
 inline void strip_all_rows(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
                            std::int64_t ldc, std::int64_t M, std::int64_t kc, std::int64_t ncols,
-                           Src* pk) {
+                           Src* pk, const Src* next) {
   const std::int64_t blocks = (M + kMaxMr - 1) / kMaxMr;
   if (blocks == 1) {
-    micro_kernel_rows<FULL, false>(M, A, lda, B, ldb, C, ldc, kc, ncols, pk);
+    micro_kernel_rows<FULL, false>(M, A, lda, B, ldb, C, ldc, kc, ncols, pk, next);
     return;
   }
   std::int64_t i = 0;
   for (std::int64_t blk = 0; blk < blocks; ++blk) {
     const std::int64_t rows = (M - i + (blocks - blk) - 1) / (blocks - blk);
     if (blk == 0)
-      micro_kernel_rows<FULL, true>(rows, A, lda, B, ldb, C, ldc, kc, ncols, pk);
-    else
-      micro_kernel_rows<FULL, false>(rows, A + i * lda, lda, pk, kNr, C + i * ldc, ldc, kc, ncols, pk);
+      micro_kernel_rows<FULL, true>(rows, A, lda, B, ldb, C, ldc, kc, ncols, pk, next);
+    else  // from the copy in L1: nothing to prefetch
+      micro_kernel_rows<FULL, false>(rows, A + i * lda, lda, pk, kNr, C + i * ldc, ldc, kc, ncols, pk,
+                                     static_cast<const Src*>(nullptr));
     i += rows;
   }
 }
@@ -851,7 +900,8 @@ inline void row_group(const float* A, std::int64_t lda, const Src* B, std::int64
     head = mis == 0 ? 0 : static_cast<std::int64_t>((kLine - mis) / sizeof(Src));
     head = head < N ? head : N;
   }
-  const std::int64_t n_full_end = head + (N - head) / kNr * kNr;
+  const StripOrder<Src> order(B, ldb, K, kc_max, N, head, kNr);
+  const std::int64_t strips = order.count();
   for (std::int64_t k0 = 0; k0 < K; k0 += kc_max) {
     const std::int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
     if (k0 % kKa == 0) {
@@ -861,12 +911,14 @@ inline void row_group(const float* A, std::int64_t lda, const Src* B, std::int64
     }
     const float* a = apk + k0 % kKa;
     const Src* b = B + k0 * ldb;
-    if (head > 0) strip_all_rows<false>(a, kApkLd, b, ldb, C, ldc, M, kc, head, pk);
-    for (std::int64_t j = head; j < n_full_end; j += kNr)
-      strip_all_rows<true>(a, kApkLd, b + j, ldb, C + j, ldc, M, kc, kNr, pk);
-    if (n_full_end < N)
-      strip_all_rows<false>(a, kApkLd, b + n_full_end, ldb, C + n_full_end, ldc, M, kc, N - n_full_end,
-                            pk);
+    for (std::int64_t s = 0; s < strips; ++s) {
+      const std::int64_t j = order.start(s), ncols = order.columns(s);
+      const Src* next = order.ahead(k0, s, kPrefetchStrips);
+      if (ncols == kNr)
+        strip_all_rows<true>(a, kApkLd, b + j, ldb, C + j, ldc, M, kc, kNr, pk, next);
+      else
+        strip_all_rows<false>(a, kApkLd, b + j, ldb, C + j, ldc, M, kc, ncols, pk, next);
+    }
   }
 }
 

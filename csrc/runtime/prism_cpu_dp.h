@@ -48,6 +48,10 @@ inline constexpr std::int64_t kKc = 32;      // rows of B per K block (16 pairs;
 inline constexpr std::int64_t kRowGroup = 16;
 inline constexpr std::int64_t kKa = 128;     // columns of A rounded into pairs at a time
 inline constexpr std::int64_t kApkLd = kKa / 2 + 8;  // 32-bit pairs per row of that copy
+// Strips ahead that B is prefetched (PRISM_CPU_PREFETCH_B): two (M = 8, K =
+// N = 1024, B in DRAM, one thread: 150-165 us; one strip 250-365 us, four
+// 180-200, eight 240-285; 360-380 without).
+inline constexpr std::int64_t kPrefetchStrips = 2;
 static_assert(kKa % kKc == 0 && kKc % 2 == 0, "K blocks tile the copies of A in whole pairs");
 
 // C[0:MR, 0:32] += A[0:MR, 0:kc] @ S[0:kc, 0:32] for a 32-column strip S of B
@@ -56,7 +60,7 @@ static_assert(kKa % kKc == 0 && kKc % 2 == 0, "K blocks tile the copies of A in 
 // first `ncols` (16-bit masked loads of B, masked loads/stores of C).
 template <int MR, bool FULL>
 inline void micro_kernel(const std::uint32_t* apk, const std::uint16_t* B, std::int64_t ldb, float* C,
-                         std::int64_t ldc, std::int64_t kc, std::int64_t ncols) {
+                         std::int64_t ldc, std::int64_t kc, std::int64_t ncols, const std::uint16_t* next) {
   static_assert(MR >= 1 && MR <= kMaxMr, "micro-kernel rows");
   const __mmask32 mb = FULL ? static_cast<__mmask32>(0xFFFFFFFFu) : mask32(ncols);
   __m512 acc[MR][2];
@@ -65,9 +69,10 @@ inline void micro_kernel(const std::uint32_t* apk, const std::uint16_t* B, std::
 
   auto step = [&](std::int64_t k, bool pair) {
     const std::uint16_t* b = B + k * ldb;
-    if constexpr (PRISM_CPU_PREFETCH_B) {  // both rows two strips on (see prism_cpu.h)
-      _mm_prefetch(reinterpret_cast<const char*>(b + 2 * kNr), _MM_HINT_T0);
-      if (pair) _mm_prefetch(reinterpret_cast<const char*>(b + ldb + 2 * kNr), _MM_HINT_T0);
+    if (PRISM_CPU_PREFETCH_B && next != nullptr) {  // both rows of the strip read kPrefetchStrips later
+      const std::uint16_t* ahead = next + k * ldb;
+      _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
+      if (pair) _mm_prefetch(reinterpret_cast<const char*>(ahead + ldb), _MM_HINT_T0);
     }
     const __m512i x0 = FULL ? _mm512_loadu_si512(b) : _mm512_maskz_loadu_epi16(mb, b);
     const __m512i x1 = !pair ? _mm512_setzero_si512()
@@ -108,25 +113,27 @@ inline void micro_kernel(const std::uint32_t* apk, const std::uint16_t* B, std::
 template <bool FULL, int MR = 1>
 inline void micro_kernel_rows(std::int64_t rows, const std::uint32_t* apk, const std::uint16_t* B,
                               std::int64_t ldb, float* C, std::int64_t ldc, std::int64_t kc,
-                              std::int64_t ncols) {
+                              std::int64_t ncols, const std::uint16_t* next) {
   if constexpr (MR <= kMaxMr) {
     if (rows == MR)
-      micro_kernel<MR, FULL>(apk, B, ldb, C, ldc, kc, ncols);
+      micro_kernel<MR, FULL>(apk, B, ldb, C, ldc, kc, ncols, next);
     else
-      micro_kernel_rows<FULL, MR + 1>(rows, apk, B, ldb, C, ldc, kc, ncols);
+      micro_kernel_rows<FULL, MR + 1>(rows, apk, B, ldb, C, ldc, kc, ncols, next);
   }
 }
 
 // Every row block of A (balanced blocks of at most kMaxMr rows) against one
-// strip; the blocks after the first read the strip from L1.
+// strip; the blocks after the first read the strip from L1 (and prefetch
+// nothing).
 template <bool FULL>
 inline void strip_all_rows(const std::uint32_t* apk, const std::uint16_t* B, std::int64_t ldb, float* C,
-                           std::int64_t ldc, std::int64_t M, std::int64_t kc, std::int64_t ncols) {
+                           std::int64_t ldc, std::int64_t M, std::int64_t kc, std::int64_t ncols,
+                           const std::uint16_t* next) {
   const std::int64_t blocks = (M + kMaxMr - 1) / kMaxMr;
   std::int64_t i = 0;
   for (std::int64_t blk = 0; blk < blocks; ++blk) {
     const std::int64_t rows = (M - i + (blocks - blk) - 1) / (blocks - blk);
-    micro_kernel_rows<FULL>(rows, apk + i * kApkLd, B, ldb, C + i * ldc, ldc, kc, ncols);
+    micro_kernel_rows<FULL>(rows, apk + i * kApkLd, B, ldb, C + i * ldc, ldc, kc, ncols, blk == 0 ? next : nullptr);
     i += rows;
   }
 }
@@ -134,7 +141,8 @@ inline void strip_all_rows(const std::uint32_t* apk, const std::uint16_t* B, std
 // At most kRowGroup rows of A: K blocks outermost, 32-column strips inside.
 inline void row_group(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
                       std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K, std::uint32_t* apk) {
-  const std::int64_t n_full_end = N / kNr * kNr;
+  const StripOrder<std::uint16_t> order(B, ldb, K, kKc, N, 0, kNr);
+  const std::int64_t strips = order.count();
   for (std::int64_t k0 = 0; k0 < K; k0 += kKc) {
     const std::int64_t kc = K - k0 < kKc ? K - k0 : kKc;
     if (k0 % kKa == 0) {  // the next kKa columns of A, rounded; as 32-bit words, pairs (zeros past K)
@@ -147,9 +155,14 @@ inline void row_group(const float* A, std::int64_t lda, const std::uint16_t* B, 
     }
     const std::uint32_t* a = apk + (k0 % kKa) / 2;
     const std::uint16_t* b = B + k0 * ldb;
-    for (std::int64_t j = 0; j < n_full_end; j += kNr)
-      strip_all_rows<true>(a, b + j, ldb, C + j, ldc, M, kc, kNr);
-    if (n_full_end < N) strip_all_rows<false>(a, b + n_full_end, ldb, C + n_full_end, ldc, M, kc, N - n_full_end);
+    for (std::int64_t s = 0; s < strips; ++s) {
+      const std::int64_t j = order.start(s), ncols = order.columns(s);
+      const std::uint16_t* next = order.ahead(k0, s, kPrefetchStrips);
+      if (ncols == kNr)
+        strip_all_rows<true>(a, b + j, ldb, C + j, ldc, M, kc, kNr, next);
+      else
+        strip_all_rows<false>(a, b + j, ldb, C + j, ldc, M, kc, ncols, next);
+    }
   }
 }
 
