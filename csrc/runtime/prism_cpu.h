@@ -955,6 +955,33 @@ inline void few_rows(const float* A, std::int64_t lda, const Src* B, std::int64_
   }
 }
 
+// More rows against as few columns (GQA's p @ V: 4 query rows per KV head,
+// N = 128): the few-row kernel on pairs of rows, K in blocks that stay in L2
+// while each pair reads them, so B streams from memory once, in order.  The
+// strips of row_group read 4 interleaved 128-byte pieces of each 512-byte
+// row there, which the hardware prefetchers follow badly from DRAM.  One
+// thread, float32 V of 16 heads x 4096 x 128 (32 MiB, mostly from DRAM), per
+// head: M = 4 200-240 -> 110-130 us, M = 5 240 -> 128, M = 8 190-240 -> 140;
+// two threads, M = 4: 115-150 -> 68-73 (one run of three no better); one
+// head from L3 about the same.  Mixed at M = 16, so up to kNarrowRowsMax.
+inline constexpr std::int64_t kNarrowRowsKc = 512;  // 256 KiB of float32 B per block
+inline constexpr std::int64_t kNarrowRowsMax = 8;
+
+inline bool narrow_rows_fit(std::int64_t M, std::int64_t N) {
+  return M > kFewRowsMax && M <= kNarrowRowsMax && N <= few_rows_columns(2);
+}
+
+template <typename Src>
+inline void narrow_rows(const float* A, std::int64_t lda, const Src* B, std::int64_t ldb, float* C,
+                        std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  for (std::int64_t k0 = 0; k0 < K; k0 += kNarrowRowsKc) {
+    const std::int64_t kc = K - k0 < kNarrowRowsKc ? K - k0 : kNarrowRowsKc;
+    std::int64_t i = 0;
+    for (; i + 2 <= M; i += 2) few_rows<Src, 2>(A + i * lda + k0, lda, B + k0 * ldb, ldb, C + i * ldc, ldc, N, kc);
+    if (i < M) few_rows<Src, 1>(A + i * lda + k0, lda, B + k0 * ldb, ldb, C + i * ldc, ldc, N, kc);
+  }
+}
+
 // C += A @ B, row group by row group, straight into C (about 11 KiB of
 // stack).
 template <typename Src>
@@ -964,6 +991,10 @@ inline void matmul_acc(const float* A, std::int64_t lda, const Src* B, std::int6
     if (M == 1) few_rows<Src, 1>(A, lda, B, ldb, C, ldc, N, K);
     if (M == 2) few_rows<Src, 2>(A, lda, B, ldb, C, ldc, N, K);
     if (M == 3) few_rows<Src, 3>(A, lda, B, ldb, C, ldc, N, K);
+    return;
+  }
+  if (narrow_rows_fit(M, N)) {
+    narrow_rows(A, lda, B, ldb, C, ldc, M, N, K);
     return;
   }
   alignas(64) float apk[kRowGroup * kApkLd];
@@ -1051,6 +1082,16 @@ inline void matmul_acc_bf16_dot(const float* A, std::int64_t lda, const std::uin
   }
 #endif
 #if PRISM_CPU_DP
+  // One to three rows against few columns (attention's p @ V for one query):
+  // the widening few-row kernel reads B's rows in order, and from DRAM that
+  // beats VDPBF16PS's strips (V of 32 heads x 4096 x 128, one thread, per
+  // head: M = 1 110-150 -> 43-45 us, M = 2 103-114 -> 44-51; from L3 no
+  // slower).  At M = 4 it was twice as fast from DRAM but 1.6x slower from
+  // L3 (its FMAs at their peak), at M = 8 no faster: VDPBF16PS there.
+  if (N <= detail::z::few_rows_columns(M)) {
+    matmul_acc_bf16(rounded_to_bf16(A, lda, M, K), K, B, ldb, C, ldc, M, N, K);
+    return;
+  }
   detail::dp::matmul_acc(A, lda, B, ldb, C, ldc, M, N, K);
 #else
   matmul_acc_bf16(rounded_to_bf16(A, lda, M, K), K, B, ldb, C, ldc, M, N, K);

@@ -296,6 +296,17 @@ def test_matmul_power_of_two_leading_dims(shim):
             np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-3)
 
 
+def test_few_columns_over_a_long_k(shim):
+    """Few columns (attention's p @ V): one to three rows keep whole rows of C in registers, four to
+    eight go in pairs over K blocks of 512 rows (two whole blocks and a partial one here), bfloat16 x
+    bfloat16 with one to three rows through the same kernel on the rounded A."""
+    rng = np.random.default_rng(31)
+    for m in (1, 2, 3, 4, 5, 8, 9):
+        for n in (64, 100, 128):
+            for b_dtype, dot in ((np.float32, False), (np.uint16, False), (np.uint16, True)):
+                _check_matmul(shim, rng, m, n, 1100, b_dtype, dot=dot)
+
+
 @pytest.mark.parametrize("m", [1, 3, 4, 5, 8, 16, 17, 40])
 def test_bf16_dot_shapes_and_tails(shim, m):
     """bfloat16 x bfloat16 (A rounded to nearest even): on AMX tiles from 4 rows where the build and
