@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "prism_cpu.h"
 
@@ -123,6 +124,103 @@ inline void matmul_nt(const float* A, std::int64_t lda, const Src* B, std::int64
 
 }  // namespace nt_detail
 
+#if PRISM_CPU_DP
+// C += bf16(A) @ B^T on VDPBF16PS (AVX512_BF16 without AMX, as prism_cpu_dp.h):
+// B's rows are bfloat16 pairs along K as they lie, so they are read in place,
+// 32 values per load; A is rounded to bfloat16 once per call (to nearest
+// even, zero-padded to whole 32-value chunks).  Four rows of B at a time
+// against up to four rows of A: 16 accumulators, summed across lanes four at
+// a time (folds and two horizontal adds).  The ymm dot products above widen
+// B and need 4x the instructions: GQA's q @ k^T (4 query rows per KV head,
+// K = 128) was bound by them.
+namespace nt_dp {
+
+// 16 lanes -> 4 partial sums.  (Masked extracts: GCC 12's unmasked one, also
+// behind _mm512_castps512_ps256 and _mm512_reduce_add_ps, trips
+// -Wuninitialized through _mm256_undefined_pd.)
+inline __m128 fold(__m512 v) {
+  const __m512d d = _mm512_castps_pd(v);
+  const __m256d lower = _mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xFF), d, 0);
+  const __m256d upper = _mm512_maskz_extractf64x4_pd(static_cast<__mmask8>(0xFF), d, 1);
+  const __m256 h = _mm256_add_ps(_mm256_castpd_ps(lower), _mm256_castpd_ps(upper));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {  // {sum a, sum b, sum c, sum d}
+  return _mm_hadd_ps(_mm_hadd_ps(fold(a), fold(b)), _mm_hadd_ps(fold(c), fold(d)));
+}
+inline float sum1(__m512 v) {
+  __m128 s = fold(v);
+  s = _mm_hadd_ps(s, s);
+  return _mm_cvtss_f32(_mm_hadd_ps(s, s));
+}
+
+// C[0:MR, 0:NB] += the MR rows of the rounded A (row r at a + r * lda,
+// zero-padded to whole 32-value chunks) against NB rows of B.
+template <int MR, int NB>
+inline void block(const std::uint16_t* a, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
+                  std::int64_t ldc, std::int64_t K) {
+  const std::int64_t chunks = (K + 31) / 32;
+  const __mmask32 tail = detail::mask32(K - (chunks - 1) * 32);
+  __m512 acc[MR][NB];
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    PRISM_CPU_UNROLL
+    for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const __mmask32 m = c + 1 < chunks ? static_cast<__mmask32>(0xFFFFFFFFu) : tail;
+    __m512bh b[NB];
+    PRISM_CPU_UNROLL
+    for (int j = 0; j < NB; ++j) b[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, B + j * ldb + c * 32);
+    PRISM_CPU_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_loadu_si512(a + r * lda + c * 32);
+      PRISM_CPU_UNROLL
+      for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], av, b[j]);
+    }
+  }
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    float* c = C + r * ldc;
+    if constexpr (NB == 4)
+      _mm_storeu_ps(c, _mm_add_ps(_mm_loadu_ps(c), sum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3])));
+    else
+      PRISM_CPU_UNROLL
+      for (int j = 0; j < NB; ++j) c[j] += sum1(acc[r][j]);
+  }
+}
+
+// Every group of four rows of A (and the last 1-3) against NB rows of B,
+// which stay in L1 while they do.
+template <int NB>
+inline void all_rows(const std::uint16_t* a, std::int64_t lda, std::int64_t M, const std::uint16_t* B,
+                     std::int64_t ldb, float* C, std::int64_t ldc, std::int64_t K) {
+  std::int64_t i = 0;
+  for (; i + 4 <= M; i += 4) block<4, NB>(a + i * lda, lda, B, ldb, C + i * ldc, ldc, K);
+  if (M - i == 3) block<3, NB>(a + i * lda, lda, B, ldb, C + i * ldc, ldc, K);
+  if (M - i == 2) block<2, NB>(a + i * lda, lda, B, ldb, C + i * ldc, ldc, K);
+  if (M - i == 1) block<1, NB>(a + i * lda, lda, B, ldb, C + i * ldc, ldc, K);
+}
+
+inline void matmul_nt(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
+                      std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  const std::int64_t padded = (K + 31) / 32 * 32;
+  static thread_local std::vector<std::uint16_t> rounded;
+  if (static_cast<std::int64_t>(rounded.size()) < M * padded) rounded.resize(M * padded);
+  for (std::int64_t i = 0; i < M; ++i)
+    for (std::int64_t k = 0; k < padded; k += 16) {  // zeros past K
+      const __m512 x = _mm512_maskz_loadu_ps(detail::mask16(K - k), A + i * lda + k);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rounded.data() + i * padded + k),
+                          (__m256i)_mm512_cvtneps_pbh(x));
+    }
+  std::int64_t n = 0;
+  for (; n + 4 <= N; n += 4) all_rows<4>(rounded.data(), padded, M, B + n * ldb, ldb, C + n, ldc, K);
+  for (; n < N; ++n) all_rows<1>(rounded.data(), padded, M, B + n * ldb, ldb, C + n, ldc, K);
+}
+
+}  // namespace nt_dp
+#endif  // PRISM_CPU_DP
+
 // C[M,N] += A[M,K] @ B^T where B is N x K (row n at B + n * ldb), float32.
 inline void matmul_nt_acc(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
                           std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
@@ -149,7 +247,11 @@ inline void matmul_nt_acc_bf16_dot(const float* A, std::int64_t lda, const std::
     return;
   }
 #endif
+#if PRISM_CPU_DP
+  nt_dp::matmul_nt(A, lda, B, ldb, C, ldc, M, N, K);
+#else
   nt_detail::matmul_nt(rounded_to_bf16(A, lda, M, K), K, B, ldb, C, ldc, M, N, K);
+#endif
 }
 
 // C += A @ B^T and sumsq[n] = sum_k B[n, k]^2 in one pass over B (a row

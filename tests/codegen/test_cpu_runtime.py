@@ -468,7 +468,9 @@ def test_matmul_nt_and_row_sums_of_squares(shim, b_dtype):
 def test_matmul_nt_bf16_dot_shapes_and_tails(shim, m):
     """C += bf16(A) @ B^T reading B's rows in place: on AMX tiles from 2 rows where the build and the host
     have them (B's rows loaded as tiles in place, 16-row blocks and 32-value chunks with padded tails, A's
-    rows in groups of 16, C^T gathered back), else the dot products on the rounded A."""
+    rows in groups of 16, C^T gathered back), on VDPBF16PS where the host has AVX512_BF16 but no AMX (B's
+    rows as pairs in place, 32-value chunks with masked tails, 4 x 4 blocks of A's and B's rows and the
+    1-3 left of either), else the dot products on the rounded A."""
     rng = np.random.default_rng(200 + m)
     for n in (1, 15, 16, 17, 33, 100):
         for k in (1, 16, 31, 32, 33, 100, 128):
