@@ -27,6 +27,7 @@ using i64 = std::int64_t;
 extern "C" {
 int shim_path() { return detail::kAvx512 ? 2 : detail::kAvx2Fma ? 1 : 0; }
 int shim_dp_compiled() { return PRISM_CPU_DP; }
+int shim_prefetch_b() { return PRISM_CPU_PREFETCH_B; }
 #if PRISM_CPU_AVX512
 int shim_max_mr() { return detail::z::kMaxMr; }
 #else
@@ -97,11 +98,12 @@ BUILDS = {
     # an AVX2-only machine (AMD EPYC): 16 ymm registers, MR up to 6
     "avx2": (["-O3", "-mavx2", "-mfma", "-mno-avx512f"], ("avx2", "fma"), 1, 6),
     # the AVX-512 kernels with AMX switched off (matmul_acc_bf16_dot: VDPBF16PS where the host has
-    # AVX512_BF16 and the compiler does not target AMX, else the zmm kernel on the rounded A)
-    "avx512_no_amx": (["-O3", "-march=native", "-DPRISM_CPU_NO_AMX"], ("avx512f", "avx512bw", "avx512vl", "avx2",
-                                                                      "fma"), 2, 14),
-    # and without the VDPBF16PS kernel: the zmm kernel on the rounded A
-    "avx512_no_dp": (["-O3", "-march=native", "-DPRISM_CPU_NO_AMX", "-DPRISM_CPU_NO_DP"],
+    # AVX512_BF16 and the compiler does not target AMX, else the zmm kernel on the rounded A), prefetching
+    # B in the strip kernels whatever the host
+    "avx512_no_amx": (["-O3", "-march=native", "-DPRISM_CPU_NO_AMX", "-DPRISM_CPU_PREFETCH_B=1"],
+                      ("avx512f", "avx512bw", "avx512vl", "avx2", "fma"), 2, 14),
+    # and without the VDPBF16PS kernel: the zmm kernel on the rounded A, and no prefetching
+    "avx512_no_dp": (["-O3", "-march=native", "-DPRISM_CPU_NO_AMX", "-DPRISM_CPU_NO_DP", "-DPRISM_CPU_PREFETCH_B=0"],
                      ("avx512f", "avx512bw", "avx512vl", "avx2", "fma"), 2, 14),
     # the portable fallback: without AVX2 in the flags, and with it switched off by the macro
     "scalar": (["-O2", "-mno-avx2", "-mno-fma"], (), 0, None),
@@ -139,6 +141,7 @@ class Shim:
         self.max_mr = int(lib.shim_max_mr())
         self.amx_compiled, self.amx_available = bool(lib.shim_amx_compiled()), bool(lib.shim_amx_available())
         self.dp_compiled = bool(lib.shim_dp_compiled())
+        self.prefetch_b = bool(lib.shim_prefetch_b())
 
     def matmul(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, dot: bool = False) -> None:
         """c += a @ b on views (row-major with unit column stride: sub-tiles of bigger arrays); ``dot``:
@@ -335,6 +338,16 @@ def test_dot_product_kernel_where_the_host_has_avx512_bf16_but_no_amx(shims):
     host_dp = "avx512_bf16" in flags and "amx_bf16" not in flags
     for name, s in shims.items():
         assert s.dp_compiled == (host_dp and name in ("avx512", "avx512_no_amx")), name
+
+
+def test_strip_kernels_prefetch_b_except_where_the_compiler_targets_amx(shims):
+    """PRISM_CPU_PREFETCH_B: on by default unless -march=native targets AMX (measured slower there);
+    the two no-AMX builds force it on and off, so both are tested on every host."""
+    host_amx = {"amx_tile", "amx_bf16"} <= _host_cpu_flags()
+    expected = {"avx512": not host_amx, "avx512_no_amx": True, "avx512_no_dp": False}
+    for name, want in expected.items():
+        if name in shims:
+            assert shims[name].prefetch_b == want, name
 
 
 def test_matmul_empty_is_a_no_op(shim):
