@@ -54,6 +54,15 @@ inline constexpr std::int64_t kApkLd = kKa / 2 + 8;  // 32-bit pairs per row of 
 inline constexpr std::int64_t kPrefetchStrips = 2;
 static_assert(kKa % kKc == 0 && kKc % 2 == 0, "K blocks tile the copies of A in whole pairs");
 
+// The first `width` (a multiple of 16) values of a row: src[0:n] rounded to
+// bfloat16 (VCVTNEPS2BF16: to nearest even), zeros past n.
+inline void round_row_to_bf16(const float* src, std::int64_t n, std::uint16_t* dst, std::int64_t width) {
+  for (std::int64_t k = 0; k < width; k += 16) {
+    const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(n - k), src + k));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), (__m256i)h);
+  }
+}
+
 // C[0:MR, 0:32] += A[0:MR, 0:kc] @ S[0:kc, 0:32] for a 32-column strip S of B
 // (row k at B + k * ldb); A given as pairs (apk: row r at apk + r * kApkLd,
 // pair p = columns 2p, 2p+1).  FULL: all 32 columns are real; otherwise the
@@ -148,10 +157,8 @@ inline void row_group(const float* A, std::int64_t lda, const std::uint16_t* B, 
     if (k0 % kKa == 0) {  // the next kKa columns of A, rounded; as 32-bit words, pairs (zeros past K)
       const std::int64_t ka = K - k0 < kKa ? K - k0 : kKa;
       for (std::int64_t i = 0; i < M; ++i)
-        for (std::int64_t k = 0; k < ka; k += 16) {
-          const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(ka - k), A + i * lda + k0 + k));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(apk + i * kApkLd + k / 2), (__m256i)h);
-        }
+        round_row_to_bf16(A + i * lda + k0, ka, reinterpret_cast<std::uint16_t*>(apk + i * kApkLd),
+                          (ka + 15) / 16 * 16);
     }
     const std::uint32_t* a = apk + (k0 % kKa) / 2;
     const std::uint16_t* b = B + k0 * ldb;

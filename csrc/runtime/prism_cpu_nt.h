@@ -208,11 +208,7 @@ inline void matmul_nt(const float* A, std::int64_t lda, const std::uint16_t* B, 
   static thread_local std::vector<std::uint16_t> rounded;
   if (static_cast<std::int64_t>(rounded.size()) < M * padded) rounded.resize(M * padded);
   for (std::int64_t i = 0; i < M; ++i)
-    for (std::int64_t k = 0; k < padded; k += 16) {  // zeros past K
-      const __m512 x = _mm512_maskz_loadu_ps(detail::mask16(K - k), A + i * lda + k);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rounded.data() + i * padded + k),
-                          (__m256i)_mm512_cvtneps_pbh(x));
-    }
+    detail::dp::round_row_to_bf16(A + i * lda, K, rounded.data() + i * padded, padded);  // zeros past K
   std::int64_t n = 0;
   for (; n + 4 <= N; n += 4) all_rows<4>(rounded.data(), padded, M, B + n * ldb, ldb, C + n, ldc, K);
   for (; n < N; ++n) all_rows<1>(rounded.data(), padded, M, B + n * ldb, ldb, C + n, ldc, K);
