@@ -130,6 +130,41 @@ def test_a_corrupt_runtime_library_is_rebuilt(tmp_path, monkeypatch):
 
 
 @needs_compiler
+def test_kernels_compile_against_the_precompiled_prelude_and_survive_an_unreadable_one(monkeypatch, caplog):
+    """With GCC the header every kernel includes is precompiled once per cache dir and searched first;
+    a precompiled header GCC cannot read (here truncated) is deleted and the kernel compiled without it."""
+    from prism_jax import native
+    from prism_jax.codegen.cpp import build
+
+    tool = build.compiler()
+    if not build._is_gcc(tool):
+        pytest.skip("precompiled headers are used with GCC only")
+    graph = instantiate_example("rmsnorm_matmul", {"grid": (2, 4), "forloop": 4})
+    op = graph.custom_kernels[0]
+    commands = []
+    real = build._compile
+    monkeypatch.setattr(build, "_compile", lambda command, *a, **k: commands.append(command) or real(command, *a, **k))
+    prelude = build.precompiled_prelude(tool)
+    gch = prelude / f"{build.PRELUDE}.gch"
+    source = cpp.kernel_source(op.block, [graph.values[v] for v in op.inputs], "prelude_probe")
+    assert build.library_for(source).exists() and gch.stat().st_size > 1_000_000
+    assert f"-I{prelude}" in commands[-1]
+    os.truncate(gch, 1000)
+    source = cpp.kernel_source(op.block, [graph.values[v] for v in op.inputs], "prelude_probe_after")
+    path = build.library_for(source)
+    assert native.load_symbol_capsule(path, "prelude_probe_after") is not None
+    assert not gch.exists() and "could not read" in caplog.text
+    assert f"-I{prelude}" not in commands[-1]
+
+
+def test_only_gcc_gets_a_precompiled_prelude(tmp_path):
+    fake = tmp_path / "clang++"
+    fake.write_text("#!/bin/sh\necho 'clang version 17.0.6'\n")
+    fake.chmod(0o755)
+    assert cpp.build.precompiled_prelude(str(fake)) is None
+
+
+@needs_compiler
 def test_two_processes_compiling_one_kernel_both_work(tmp_path):
     script = (
         "import sys, numpy as np, jax\n"

@@ -3,8 +3,10 @@
 Libraries live in ``<cache dir>/kernels/<hash>.so``, the hash covering the source, the flags, the
 compiler's version and jaxlib's version (a new compiler or jaxlib builds afresh). A library is
 written under a temporary name and renamed into place, so two processes never load a half-written
-file; a library that does not load (corrupt) is rebuilt once. Compile errors and a missing compiler
-raise :class:`CompileError` with the reason (the tuner then keeps XLA and says why).
+file; a library that does not load (corrupt) is rebuilt once. Generated kernels include one header,
+:data:`PRELUDE`, which GCC precompiles once per cache dir (a kernel then skips parsing XLA's FFI
+headers). Compile errors and a missing compiler raise :class:`CompileError` with the reason (the tuner
+then keeps XLA and says why).
 """
 
 from __future__ import annotations
@@ -69,13 +71,52 @@ def include_dirs() -> list[str]:
 RUNTIME_SOURCE = "prism_cpu_runtime.cc"  # prism_cpu.h's matmuls, compiled once per machine
 
 
+KERNEL_FLAGS = (*FLAGS, "-DPRISM_CPU_EXTERN_MATMUL")  # kernels call the runtime library's matmuls
+PRELUDE = "prism_kernel_prelude.h"  # the one header generated kernels include, first (precompiled with GCC)
+
+
 def library_for(source: str) -> pathlib.Path:
     """The compiled library of ``source`` (built now unless cached), linked against the runtime library
-    (:func:`runtime_library`) found next to it."""
+    (:func:`runtime_library`) found next to it. A source that starts by including :data:`PRELUDE`
+    compiles against its precompiled form where the compiler is GCC."""
     runtime = runtime_library()
     link = (f"-L{runtime.parent}", f"-l:{runtime.name}", "-Wl,-rpath,$ORIGIN")
-    return build_cached(source, compiler(), (*FLAGS, "-DPRISM_CPU_EXTERN_MATMUL"), include_dirs(), ".cc",
-                        context=_host_context(), link=link)
+    tool = compiler()
+    prelude = precompiled_prelude(tool) if source.lstrip().startswith(f'#include "{PRELUDE}"') else None
+    return build_cached(source, tool, KERNEL_FLAGS, include_dirs(), ".cc", context=_host_context(), link=link,
+                        precompiled=prelude)
+
+
+def precompiled_prelude(tool: str) -> pathlib.Path | None:
+    """A directory holding :data:`PRELUDE` precompiled by ``tool`` with the kernels' flags (built now
+    unless cached, keyed like a library), or None where ``tool`` is not GCC or precompiling failed
+    (kernels then parse the header themselves: slower, same code)."""
+    if not _is_gcc(tool):
+        return None
+    key = _cache_key(f'#include "{PRELUDE}"\n', tool, KERNEL_FLAGS, include_dirs(), _host_context())
+    path = cache_dir() / "kernels" / f"prelude-{key}" / f"{PRELUDE}.gch"
+    with _prelude_lock:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            command = [tool, *KERNEL_FLAGS, *(f"-I{d}" for d in include_dirs()), "-x", "c++-header"]
+            try:
+                _compile(command, f'#include "{PRELUDE}"\n', ".h", path)
+            except (CompileError, OSError, subprocess.TimeoutExpired) as err:
+                log.info("kernels compile without a precompiled %s: %s", PRELUDE, err)
+                return None
+    return path.parent
+
+
+_prelude_lock = threading.Lock()  # one thread of the tuner's builders precompiles; the others wait for it
+
+
+@functools.lru_cache(maxsize=None)
+def _is_gcc(tool: str) -> bool:
+    try:
+        out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "Free Software Foundation" in out and "clang" not in out
 
 
 def runtime_library() -> pathlib.Path:
@@ -120,18 +161,36 @@ def _host_context() -> str:
 
 
 def build_cached(source: str, tool: str, flags: Sequence[str], includes: Sequence[str], suffix: str,
-                 output: str = ".so", context: str = "", link: Sequence[str] = ()) -> pathlib.Path:
+                 output: str = ".so", context: str = "", link: Sequence[str] = (),
+                 precompiled: pathlib.Path | None = None) -> pathlib.Path:
     """``tool flags -I... source link -o <cache dir>/kernels/<hash><output>``, unless already there. The
     hash covers the source, flags, link arguments, the tool's version, jax's version, the include dirs
-    and ``context`` (whatever else the result depends on)."""
-    key = hashlib.sha256("\0".join([source, " ".join(flags), " ".join(link), _compiler_version(tool),
-                                    jax.__version__, *includes, context]).encode()).hexdigest()[:32]
+    and ``context`` (whatever else the result depends on). ``precompiled``: a directory of precompiled
+    headers searched first, which speeds the compile and changes nothing in its result (not hashed);
+    one the compiler cannot read is deleted and the source compiled without it."""
+    key = _cache_key(source, tool, [*flags, *link], includes, context)
     directory = cache_dir() / "kernels"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{key}{output}"
-    if not path.exists():
-        _compile([tool, *flags, *(f"-I{d}" for d in includes)], source, suffix, path, link)
+    if path.exists():
+        return path
+    search = [f"-I{d}" for d in includes]
+    if precompiled is not None:
+        try:
+            _compile([tool, *flags, f"-I{precompiled}", *search], source, suffix, path, link)
+            return path
+        except CompileError as err:
+            if "precompiled header" not in str(err):
+                raise
+            log.warning("deleting the precompiled headers in %s, which %s could not read", precompiled, tool)
+            shutil.rmtree(precompiled, ignore_errors=True)
+    _compile([tool, *flags, *search], source, suffix, path, link)
     return path
+
+
+def _cache_key(source: str, tool: str, flags: Sequence[str], includes: Sequence[str], context: str) -> str:
+    return hashlib.sha256("\0".join([source, " ".join(flags), _compiler_version(tool), jax.__version__,
+                                     *includes, context]).encode()).hexdigest()[:32]
 
 
 def _compile(command: list[str], source: str, suffix: str, path: pathlib.Path, link: Sequence[str] = ()) -> None:

@@ -29,16 +29,7 @@ STORAGE = {DType.FLOAT32: "float", DType.BFLOAT16: "std::uint16_t", DType.FLOAT6
 FFI_TYPE = {DType.FLOAT32: "F32", DType.BFLOAT16: "BF16", DType.FLOAT64: "F64", DType.INT32: "S32",
             DType.INT64: "S64", DType.UINT32: "U32", DType.INT8: "S8", DType.BOOL: "PRED"}
 
-PREAMBLE = r"""
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <limits>
-#include <vector>
-#include "xla/ffi/api/ffi.h"
-#include "prism_cpu.h"
-#include "prism_cpu_nt.h"
+PREAMBLE = r"""#include "prism_kernel_prelude.h"
 namespace ffi = xla::ffi;
 namespace pc = prism_jax::cpu;
 static inline float p_logistic(float x) {
