@@ -165,6 +165,23 @@ def test_only_gcc_gets_a_precompiled_prelude(tmp_path):
 
 
 @needs_compiler
+def test_threads_asking_for_one_library_at_once_compile_it_once(monkeypatch):
+    """The tuner builds candidates in threads, and several (one per thread count) share a source."""
+    import concurrent.futures
+
+    from prism_jax.codegen.cpp import build
+
+    compiles = []
+    real = build._compile
+    monkeypatch.setattr(build, "_compile", lambda *a, **k: compiles.append(a[0]) or real(*a, **k))
+    source = f'extern "C" int answer() {{ return {os.getpid()}; }}\n'  # new to this session's cache
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: build.build_cached(source, build.compiler(), build.FLAGS, [], ".cc"),
+                              range(4)))
+    assert len(set(paths)) == 1 and paths[0].exists() and len(compiles) == 1
+
+
+@needs_compiler
 def test_two_processes_compiling_one_kernel_both_work(tmp_path):
     script = (
         "import sys, numpy as np, jax\n"

@@ -11,6 +11,7 @@ then keeps XLA and says why).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -22,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import jax
 
@@ -95,7 +96,9 @@ def precompiled_prelude(tool: str) -> pathlib.Path | None:
         return None
     key = _cache_key(f'#include "{PRELUDE}"\n', tool, KERNEL_FLAGS, include_dirs(), _host_context())
     path = cache_dir() / "kernels" / f"prelude-{key}" / f"{PRELUDE}.gch"
-    with _prelude_lock:
+    with _one_build_of(path):
+        if str(path) in _unprecompilable:
+            return None
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             command = [tool, *KERNEL_FLAGS, *(f"-I{d}" for d in include_dirs()), "-x", "c++-header"]
@@ -103,11 +106,12 @@ def precompiled_prelude(tool: str) -> pathlib.Path | None:
                 _compile(command, f'#include "{PRELUDE}"\n', ".h", path)
             except (CompileError, OSError, subprocess.TimeoutExpired) as err:
                 log.info("kernels compile without a precompiled %s: %s", PRELUDE, err)
+                _unprecompilable.add(str(path))
                 return None
     return path.parent
 
 
-_prelude_lock = threading.Lock()  # one thread of the tuner's builders precompiles; the others wait for it
+_unprecompilable: set[str] = set()  # preludes that failed to precompile in this process (not tried again)
 
 
 @functools.lru_cache(maxsize=None)
@@ -172,20 +176,40 @@ def build_cached(source: str, tool: str, flags: Sequence[str], includes: Sequenc
     directory = cache_dir() / "kernels"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{key}{output}"
-    if path.exists():
-        return path
-    search = [f"-I{d}" for d in includes]
+    with _one_build_of(path):  # the tuner's threads often ask for one source at once (e.g. per thread count)
+        if not path.exists():
+            _compile_preferring(precompiled, [tool, *flags], [f"-I{d}" for d in includes], source, suffix, path, link)
+    return path
+
+
+@contextlib.contextmanager
+def _one_build_of(path: pathlib.Path) -> Iterator[None]:
+    """Held while ``path`` is built: other threads of this process wanting it wait, then find it built."""
+    with _building_lock:
+        lock = _building.setdefault(str(path), threading.Lock())
+    with lock:
+        yield
+
+
+_building: dict[str, threading.Lock] = {}
+_building_lock = threading.Lock()
+
+
+def _compile_preferring(precompiled: pathlib.Path | None, command: list[str], search: list[str], source: str,
+                        suffix: str, path: pathlib.Path, link: Sequence[str]) -> None:
+    """Compile with the precompiled headers in ``precompiled`` first on the search path, or without them
+    where there are none or the compiler cannot read them (then they are deleted)."""
+    tool = command[0]
     if precompiled is not None:
         try:
-            _compile([tool, *flags, f"-I{precompiled}", *search], source, suffix, path, link)
-            return path
+            _compile([*command, f"-I{precompiled}", *search], source, suffix, path, link)
+            return
         except CompileError as err:
             if "precompiled header" not in str(err):
                 raise
             log.warning("deleting the precompiled headers in %s, which %s could not read", precompiled, tool)
             shutil.rmtree(precompiled, ignore_errors=True)
-    _compile([tool, *flags, *search], source, suffix, path, link)
-    return path
+    _compile([*command, *search], source, suffix, path, link)
 
 
 def _cache_key(source: str, tool: str, flags: Sequence[str], includes: Sequence[str], context: str) -> str:
