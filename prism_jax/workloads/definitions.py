@@ -220,27 +220,28 @@ class _Arg:
     init: _Init
 
 
-def _draw(key, arg: _Arg) -> jax.Array:
+def _draw(rng: np.random.Generator, arg: _Arg) -> np.ndarray:
     kind = arg.init[0]
     if kind == "normal":
-        return arg.init[1] * jax.random.normal(key, arg.shape, jnp.float32)
+        return arg.init[1] * rng.standard_normal(arg.shape, dtype=np.float32)
     if kind == "gain":
-        return 1.0 + 0.1 * jax.random.normal(key, arg.shape, jnp.float32)
+        return 1.0 + 0.1 * rng.standard_normal(arg.shape, dtype=np.float32)
     if kind == "uniform":
-        return jax.random.uniform(key, arg.shape, jnp.float32, arg.init[1], arg.init[2])
+        return rng.uniform(arg.init[1], arg.init[2], arg.shape)
     raise ValueError(f"unknown init {arg.init}")
 
 
 def _make_args(arg_specs: Callable[[Shape], tuple[_Arg, ...]], shape: Shape, dtype: Any = jnp.float32,
                seed: int = 0) -> tuple[jax.Array, ...]:
-    """Deterministic inputs: drawn in float32 from ``jax.random.key(seed)``, then cast to ``dtype``
-    (so the bfloat16 inputs are the float32 ones rounded)."""
+    """Deterministic inputs: drawn in float32 by numpy (one stream per input, spawned from ``seed``;
+    ``jax.random`` would compile a program per shape), then rounded to ``dtype`` (so the bfloat16
+    inputs are the float32 ones rounded)."""
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"workload inputs must be floating point, got {dtype}")
     specs = arg_specs(shape)
-    keys = jax.random.split(jax.random.key(seed), len(specs))
-    return tuple(_draw(k, a).astype(dtype) for k, a in zip(keys, specs))
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(specs))]
+    return tuple(jnp.asarray(_draw(r, a).astype(np.float32).astype(dtype)) for r, a in zip(streams, specs))
 
 
 @dataclass(frozen=True)
