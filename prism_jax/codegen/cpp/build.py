@@ -11,6 +11,7 @@ then keeps XLA and says why).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
@@ -80,12 +81,15 @@ def library_for(source: str) -> pathlib.Path:
     """The compiled library of ``source`` (built now unless cached), linked against the runtime library
     (:func:`runtime_library`) found next to it. A source that starts by including :data:`PRELUDE`
     compiles against its precompiled form where the compiler is GCC."""
-    runtime = runtime_library()
-    link = (f"-L{runtime.parent}", f"-l:{runtime.name}", "-Wl,-rpath,$ORIGIN")
     tool = compiler()
-    prelude = precompiled_prelude(tool) if source.lstrip().startswith(f'#include "{PRELUDE}"') else None
+    wants_prelude = source.lstrip().startswith(f'#include "{PRELUDE}"')
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # on a fresh cache both take seconds: overlap them
+        prelude = pool.submit(precompiled_prelude, tool) if wants_prelude else None
+        runtime = runtime_library()
+        precompiled = prelude.result() if prelude is not None else None
+    link = (f"-L{runtime.parent}", f"-l:{runtime.name}", "-Wl,-rpath,$ORIGIN")
     return build_cached(source, tool, KERNEL_FLAGS, include_dirs(), ".cc", context=_host_context(), link=link,
-                        precompiled=prelude)
+                        precompiled=precompiled)
 
 
 def precompiled_prelude(tool: str) -> pathlib.Path | None:
