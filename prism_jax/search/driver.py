@@ -58,7 +58,8 @@ class SearchConfig:
     max_accumulators: int = 3
     max_kernels: int = 5  # custom kernels of a program composed from parts (1: one-kernel programs only)
     depth_slack: int = 2  # enumerate at most this many ops past a start point's smallest complete structure
-    time_limit_s: float = 60.0  # the whole region; the best found so far is returned when it runs out
+    time_limit_s: float = 60.0  # the region's one-kernel search, returning the best found so far when it
+    # runs out; composing parts (when no one kernel covers the region) gets as much again
     enumeration_share: float = 0.55  # of the time limit, for enumerating structures
     screening_share: float = 0.85  # of the time limit, by when map screening stops (ranking, proofs follow)
     max_structures: int = 400
