@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import pathlib
+import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
@@ -57,6 +58,7 @@ class TuneConfig:
     cuda_threads: tuple[int, ...] = (128, 256)  # threads per block of the CUDA kernels tried
     warmup: int = 2
     iterations: int = 100  # timed calls per program on a device, in one jitted loop (tune/measure.py)
+    loop_s: float = 0.1  # ... fewer where that many of XLA's calls for the region take longer than this
     repeats: int = 3  # rounds timing every program (XLA's too) once in turn, at least; the median counts
     max_repeats: int = 25  # rounds at most: short programs get more, up to timing_budget_s of timed loops
     timing_budget_s: float = 0.25  # timed loops per region (all programs) above which no more rounds
@@ -272,18 +274,30 @@ def _device_times(fns: Sequence[Callable], args: Sequence[Any], config: TuneConf
     turn (A, B, C, A, B, C, ...), so a noisy moment of a shared machine hits them all; the median
     round counts. At least ``repeats`` rounds, more while they fit ``timing_budget_s`` (the first
     round tells how long one takes; up to ``max_repeats``): the median of a few ~2 ms loops of a
-    20 µs kernel was too noisy to rank thread counts. One at a time: timings must not overlap."""
+    20 µs kernel was too noisy to rank thread counts. One at a time: timings must not overlap.
+    ``fns[0]`` (XLA's program, run before) sets the calls per loop (:func:`_calls_per_loop`)."""
+    iterations = _calls_per_loop(fns[0], args, config)
     inputs = Inputs(args)  # one copy, which every program's runs donate and pass on
-    timers = [ChainTimer(fn, args, iterations=config.iterations, inputs=inputs) for fn in fns]
+    timers = [ChainTimer(fn, args, iterations=iterations, inputs=inputs) for fn in fns]
     for timer in timers:
         for _ in range(max(1, config.warmup)):
             timer()
     rounds = [[timer() for timer in timers]]
-    round_s = sum(rounds[0]) * config.iterations
+    round_s = sum(rounds[0]) * iterations
     wanted = math.floor(config.timing_budget_s / round_s) if round_s > 0 else config.max_repeats
     for _ in range(min(max(config.repeats, wanted), max(config.repeats, config.max_repeats)) - 1):
         rounds.append([timer() for timer in timers])
     return [float(np.median(column)) for column in zip(*rounds)]
+
+
+def _calls_per_loop(reference: Callable, args: Sequence[Any], config: TuneConfig) -> int:
+    """``config.iterations``, or fewer where that many calls of ``reference`` (compiled and run before)
+    take over ``config.loop_s``: a 10 ms region timed in loops of 100 calls spent a minute tuning
+    (gated_mlp: 2 warm-ups and 3 rounds of ten programs), where loops of 10 calls are as steady."""
+    start = time.perf_counter()
+    jax.block_until_ready(reference(*args))
+    one_call_s = time.perf_counter() - start
+    return max(1, min(config.iterations, math.ceil(config.loop_s / max(one_call_s, 1e-9))))
 
 
 def _check_all(checker: "_Checker", programs: list, target: Target, config: TuneConfig, reasons: list[str]) -> list:

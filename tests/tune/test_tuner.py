@@ -149,6 +149,7 @@ def test_device_times_interleave_programs_in_rounds_and_take_the_median(monkeypa
         return run
 
     monkeypatch.setattr(tuner, "ChainTimer", timer)
+    monkeypatch.setattr(tuner, "_calls_per_loop", lambda reference, args, config: config.iterations)
     times = tuner._device_times(["xla", "kernel"], (), TuneConfig(warmup=1, repeats=3, timing_budget_s=0))
     assert order == ["xla", "kernel"] * 4  # warm-up pass, then three rounds
     assert times == [pytest.approx(1e-3), pytest.approx(0.9e-3)]
@@ -169,8 +170,23 @@ def test_short_programs_get_more_rounds_within_the_timing_budget(monkeypatch, se
         return run
 
     monkeypatch.setattr(tuner, "ChainTimer", timer)
+    monkeypatch.setattr(tuner, "_calls_per_loop", lambda reference, args, config: config.iterations)
     tuner._device_times(["xla", "kernel"], (), TuneConfig(warmup=1))
     assert len(runs) == 2 * (1 + rounds)
+
+
+def test_slow_regions_are_timed_in_loops_of_fewer_calls():
+    """A timed loop holds ``iterations`` calls, or as many of XLA's as fit ``loop_s`` where fewer."""
+    import time
+
+    import prism_jax.tune.tuner as tuner
+
+    def slow():
+        time.sleep(0.02)
+        return jax.numpy.zeros(())
+
+    assert 1 <= tuner._calls_per_loop(slow, (), TuneConfig(iterations=100, loop_s=0.1)) <= 5
+    assert tuner._calls_per_loop(lambda: jax.numpy.zeros(()), (), TuneConfig(iterations=100, loop_s=0.1)) == 100
 
 
 def test_a_kernel_must_be_clearly_faster_than_xla(monkeypatch):
