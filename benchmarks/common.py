@@ -18,6 +18,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from typing import Any, Callable, Sequence
 
@@ -291,7 +292,7 @@ def plot_speedups(rows: list[dict], path: pathlib.Path, title: str) -> str:
     ax.set_xticklabels([f"{w}\n{s}" + (f"\n{d}" if with_dtype else "") for w, s, d in keys], rotation=60, ha="right",
                        fontsize=7)
     ax.set_ylabel("speedup vs XLA (jax.jit)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=9)  # a CPU's flags make a long title
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
