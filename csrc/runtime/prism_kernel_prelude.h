@@ -1,6 +1,6 @@
 // What every generated CPU kernel includes first, and only this: the C++ compiler can precompile it once
 // per cache dir (prism_jax/codegen/cpp/build.py), so a kernel's compile skips parsing XLA's FFI headers
-// and the runtime (~1.8 of ~3 s with GCC 12 at -O3).
+// and the runtime (GQA's float32 kernel with GCC 12 at -O3: 3.0 -> 1.8 s).
 #pragma once
 
 #include <algorithm>

@@ -293,7 +293,7 @@ def _device_times(fns: Sequence[Callable], args: Sequence[Any], config: TuneConf
 def _calls_per_loop(reference: Callable, args: Sequence[Any], config: TuneConfig) -> int:
     """``config.iterations``, or fewer where that many calls of ``reference`` (compiled and run before)
     take over ``config.loop_s``: a 10 ms region timed in loops of 100 calls spent a minute tuning
-    (gated_mlp: 2 warm-ups and 3 rounds of ten programs), where loops of 10 calls are as steady."""
+    (gated_mlp: 2 warm-ups and 3 rounds of ten programs); loops of 10 calls chose kernels as fast."""
     start = time.perf_counter()
     jax.block_until_ready(reference(*args))
     one_call_s = time.perf_counter() - start

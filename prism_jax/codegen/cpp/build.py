@@ -182,7 +182,8 @@ def build_cached(source: str, tool: str, flags: Sequence[str], includes: Sequenc
     path = directory / f"{key}{output}"
     with _one_build_of(path):  # the tuner's threads often ask for one source at once (e.g. per thread count)
         if not path.exists():
-            _compile_preferring(precompiled, [tool, *flags], [f"-I{d}" for d in includes], source, suffix, path, link)
+            search = [f"-I{d}" for d in includes]
+            _compile_preferring(precompiled, [tool, *flags], search, source, suffix, path, link)
     return path
 
 
