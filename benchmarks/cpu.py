@@ -32,6 +32,12 @@ left to the GPU harness) x dtype (float32 and bfloat16 unless ``--dtype`` says):
    cores, numpy's sum; the fastest reader's median counts, and the larger of the two measurements:
    fractions err low). bytes = every input read once + every output written once; each row reports its
    floor (bytes / bandwidth) and its fraction of the bandwidth (bytes / median / bandwidth).
+   So is the cores' float32 multiply-add peak (the runtime library's ``prism_cpu_fma_peak``: independent
+   FMA chains in registers, one thread per core, at the run's start and end): a row whose matmul FLOPs at
+   that peak take longer than its bytes at the read bandwidth is compute-bound (``bound``); its floor is
+   the larger of the two. The bandwidth target counts the memory-bound rows. Bfloat16 rows on hosts with a
+   bfloat16 dot product in hardware (AVX512_BF16, AMX), which multiply faster than float32 FMAs, get no
+   compute floor: they count as memory-bound.
 
 Results: a JSON file (header: CPU model, cores, caches, ISA flags, compiler and flags, jax/jaxlib/prism_jax
 versions, git commit, date, command line, bandwidth, geometric-mean speedups; one row per workload,
@@ -43,6 +49,8 @@ Prism set (float32 and bfloat16 together) is printed and stored.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import ctypes
 import dataclasses
 import importlib.util
 import json
@@ -76,6 +84,7 @@ common = _common()
 
 DTYPES = ("float32", "bfloat16")
 READ_BYTES = 256 << 20  # the bandwidth array (--quick: 16 MiB, cache-resident: not a bandwidth figure)
+NATIVE_BF16_DOT = ("avx512_bf16", "amx_bf16")  # ISA flags under which bfloat16 rows get no compute floor
 TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2}  # max |error| / max(1, max |reference|)
 TOLERANCE_NOTE = ("max |out - reference| / max(1, max |reference|); the reference is float32 at 'highest' "
                   "matmul precision on the same (rounded) inputs")
@@ -158,6 +167,41 @@ def read_bandwidth(nbytes: int = READ_BYTES, calls: int = 10, warmup: int = 2) -
     best = max(per_reader, key=lambda name: per_reader[name]["bytes_per_s"])
     return {"array_bytes": int(x.nbytes), "calls": calls, "readers": per_reader, "reader": best,
             "bytes_per_s": per_reader[best]["bytes_per_s"]}
+
+
+def fma_peak(seconds: float = 0.2) -> dict | None:
+    """The cores' float32 multiply-add peak (FLOP/s): the runtime library's probe (independent FMA chains in
+    registers, as wide as the kernels' vectors) on one thread per available core at once; None without a
+    C++ compiler."""
+    from prism_jax.codegen.cpp import build
+
+    try:
+        lib = ctypes.CDLL(str(build.runtime_library()))
+    except (build.CompileError, OSError) as err:
+        print(f"no FMA peak ({err}): every row counts as memory-bound", flush=True)
+        return None
+    probe = lib.prism_cpu_fma_peak
+    probe.restype, probe.argtypes = ctypes.c_double, [ctypes.c_double]
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # ctypes lets go of the GIL
+        per_thread = list(pool.map(lambda _: probe(seconds), range(threads)))
+    return {"threads": threads, "seconds": seconds, "per_thread_flop_per_s": per_thread,
+            "flop_per_s": float(sum(per_thread))}
+
+
+def roofline(row: dict, bytes_per_s: float, flop_per_s: float | None, native_bf16_dot: bool) -> dict:
+    """A row's floors: bytes at the read bandwidth, matmul FLOPs at the matmul throughput (none for
+    bfloat16 where the host multiplies bfloat16 natively), the larger of the two, and which one bounds it."""
+    memory_s = row["bytes"] / bytes_per_s
+    no_compute_floor = flop_per_s is None or (row["dtype"] == "bfloat16" and native_bf16_dot)
+    compute_s = None if no_compute_floor else row.get("matmul_flops", 0) / flop_per_s
+    bound = "compute" if compute_s is not None and compute_s > memory_s else "memory"
+    fields = {"memory_floor_s": memory_s, "compute_floor_s": compute_s, "bound": bound,
+              "floor_s": max(memory_s, compute_s or 0.0)}
+    if row.get("median_s"):
+        fields["read_bw_fraction"] = row["bytes"] / row["median_s"] / bytes_per_s
+        fields["roofline_fraction"] = fields["floor_s"] / row["median_s"]
+    return fields
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -256,11 +300,19 @@ def summarize(rows: list[dict]) -> dict:
                                       for d in dict.fromkeys(r["dtype"] for r in in_prism_set)},
                "mirage_set": geomean([r for r in prism if r["suite"] != workloads.Suite.PRISM.value]),
                "targets": TARGETS}
-    fractions = {impl: [r["read_bw_fraction"] for r in rows if r["implementation"] == impl and r.get("read_bw_fraction")]
-                 for impl in ("xla", "prism_jax")}
+    def memory_bound(r):  # rows without a roofline (older results, unit tests) count as memory-bound
+        return r.get("bound", "memory") == "memory"
+
+    fractions = {impl: [r["read_bw_fraction"] for r in rows if r["implementation"] == impl
+                        and r.get("read_bw_fraction") and memory_bound(r)] for impl in ("xla", "prism_jax")}
     summary["read_bw_fraction"] = {impl: {"median": float(np.median(v)) if v else None, "max": max(v, default=None),
                                           "rows_at_target": sum(f >= TARGETS["read_bw_fraction"] for f in v),
                                           "rows": len(v)} for impl, v in fractions.items()}
+    roof = {impl: [r["roofline_fraction"] for r in rows if r["implementation"] == impl and r.get("roofline_fraction")]
+            for impl in ("xla", "prism_jax")}
+    summary["roofline_fraction"] = {impl: {"median": float(np.median(v)) if v else None, "rows": len(v)}
+                                    for impl, v in roof.items()}
+    summary["compute_bound_rows"] = sorted({f"{r['workload']} {r['dtype']}" for r in rows if not memory_bound(r)})
     headline = summary["prism_set"]["geomean_speedup"]
     summary["speedup_target_met"] = headline is not None and headline >= TARGETS["geomean_speedup"]
     at = summary["read_bw_fraction"]["prism_jax"]
@@ -329,8 +381,9 @@ def markdown_table(rows: list[dict]) -> str:
     speedup (median; min); the floor (bytes / read bandwidth) and each one's fraction of the read
     bandwidth; which regions run a kernel; numerics (a failed check leaves no speed figure)."""
     lines = ["| workload | shape | dtype | XLA µs median (min) | prism_jax µs median (min) | speedup (median; min) | "
-             "floor µs | XLA % of read BW | prism_jax % of read BW | prism_jax regions | numerics (XLA; prism_jax) |",
-             "|---" * 11 + "|"]
+             "floor µs (bound) | XLA % of read BW | prism_jax % of read BW | prism_jax % of floor | prism_jax regions | "
+             "numerics (XLA; prism_jax) |",
+             "|---" * 12 + "|"]
     groups = dict.fromkeys((r["workload"], r["shape_label"], r["dtype"]) for r in rows)
     for workload, shape_label, dtype in groups:
         group = [r for r in rows if (r["workload"], r["shape_label"], r["dtype"]) == (workload, shape_label, dtype)]
@@ -340,10 +393,11 @@ def markdown_table(rows: list[dict]) -> str:
         regions = prism.get("regions") or "; ".join(prism.get("notes", [])) or "-"
         numerics = f"{xla.get('numerics', 'not run')}; {prism.get('numerics', 'not run')}"
         floor = (xla or prism).get("floor_s")
+        bound = (xla or prism).get("bound")
         lines.append(f"| {workload} | {shape_label} | {dtype} | {_median_min(xla)} | {_median_min(prism)} | {speedup} | "
-                     f"{common.us(floor)} | {_percent(xla.get('read_bw_fraction'))} | "
-                     f"{_percent(prism.get('read_bw_fraction'))} | {regions.replace('|', '/')} | "
-                     f"{numerics.replace('|', '/')} |")
+                     f"{common.us(floor)}{f' ({bound})' if bound else ''} | {_percent(xla.get('read_bw_fraction'))} | "
+                     f"{_percent(prism.get('read_bw_fraction'))} | {_percent(prism.get('roofline_fraction'))} | "
+                     f"{regions.replace('|', '/')} | {numerics.replace('|', '/')} |")
     return "\n".join(lines)
 
 
@@ -352,6 +406,8 @@ def summary_lines(header: dict) -> list[str]:
     s, bw = header["summary"], header["read_bandwidth"]
     headline = s["prism_set"]["geomean_speedup"]
     lines = [f"streaming-read bandwidth: {bw['bytes_per_s'] / 1e9:.1f} GB/s ({bw['note']})",
+             *([f"float32 FMA peak: {peak['flop_per_s'] / 1e9:.1f} GFLOP/s ({peak['note']})"]
+               if (peak := header.get("fma_peak")) and peak.get("flop_per_s") else []),
              f"geometric-mean speedup of prism_jax over jax.jit, Prism set (float32 and bfloat16 together, "
              f"{s['prism_set']['rows']} rows): {common.fmt(headline, '.3f', '×')} — target "
              f"≥ {TARGETS['geomean_speedup']}×: {'met' if s['speedup_target_met'] else 'NOT met'}"]
@@ -360,10 +416,16 @@ def summary_lines(header: dict) -> list[str]:
     if s["mirage_set"]["rows"]:
         lines.append(f"Mirage set: {common.fmt(s['mirage_set']['geomean_speedup'], '.3f', '×')} "
                      f"({s['mirage_set']['rows']} rows)")
+    if s.get("compute_bound_rows"):
+        lines.append(f"compute-bound (matmul FLOPs at the FMA peak outlast the bytes at the read bandwidth; "
+                     f"not counted below): {', '.join(s['compute_bound_rows'])}")
     for impl, f in s["read_bw_fraction"].items():
-        lines.append(f"{impl}: median {_percent(f['median'])}, best {_percent(f['max'])} of the read bandwidth; "
-                     f"{f['rows_at_target']}/{f['rows']} rows at ≥ {100 * TARGETS['read_bw_fraction']:.0f}%")
-    lines.append(f"bandwidth target (every prism_jax row ≥ {100 * TARGETS['read_bw_fraction']:.0f}%): "
+        lines.append(f"{impl}: median {_percent(f['median'])}, best {_percent(f['max'])} of the read bandwidth "
+                     f"(memory-bound rows); {f['rows_at_target']}/{f['rows']} rows at "
+                     f"≥ {100 * TARGETS['read_bw_fraction']:.0f}%")
+    for impl, f in s.get("roofline_fraction", {}).items():
+        lines.append(f"{impl}: median {_percent(f['median'])} of its floor over all {f['rows']} rows")
+    lines.append(f"bandwidth target (every memory-bound prism_jax row ≥ {100 * TARGETS['read_bw_fraction']:.0f}%): "
                  f"{'met' if s['bandwidth_target_met'] else 'NOT met'}")
     return lines
 
@@ -427,8 +489,16 @@ def measure_bandwidth(quick: bool) -> dict:
     return bandwidth
 
 
-def run_all(names: Sequence[str], dtypes: Sequence[str], which: str, settings: Settings) -> tuple[list[dict], dict]:
-    start = measure_bandwidth(settings.quick)
+def measure_peak(quick: bool) -> dict | None:
+    peak = fma_peak(0.05 if quick else 0.2)
+    if peak is not None:
+        print(f"float32 FMA peak {peak['flop_per_s'] / 1e9:.1f} GFLOP/s ({peak['threads']} threads)", flush=True)
+    return peak
+
+
+def run_all(names: Sequence[str], dtypes: Sequence[str], which: str, settings: Settings,
+            isa: Sequence[str] = ()) -> tuple[list[dict], dict]:
+    start, peak_start = measure_bandwidth(settings.quick), measure_peak(settings.quick)
     rows = []
     for name in names:
         workload = workloads.get_workload(name)
@@ -440,16 +510,21 @@ def run_all(names: Sequence[str], dtypes: Sequence[str], which: str, settings: S
                     print(f"{name:20s} {shape.label:26s} {dtype:9s} {r['implementation']:10s} "
                           f"{_median_min(r):>22s} µs  {common.fmt(r.get('speedup_vs_xla'), '.2f', '×'):>6s}  "
                           f"{r.get('numerics', '')}  {r.get('regions', '')}", flush=True)
-    end = measure_bandwidth(settings.quick)
+    end, peak_end = measure_bandwidth(settings.quick), measure_peak(settings.quick)
     best = max(start["bytes_per_s"], end["bytes_per_s"])
-    for r in rows:  # the fractions use the larger of the two bandwidth measurements
-        r["floor_s"] = r["bytes"] / best
-        if r.get("median_s"):
-            r["read_bw_fraction"] = r["bytes"] / r["median_s"] / best
+    peaks = [p["flop_per_s"] for p in (peak_start, peak_end) if p is not None]
+    flops = max(peaks) if peaks else None
+    native_bf16_dot = any(flag in isa for flag in NATIVE_BF16_DOT)
+    for r in rows:  # the floors use the larger of the two measurements of each
+        r.update(roofline(r, best, flops, native_bf16_dot))
     note = (f"{READ_BYTES >> 20} MiB float32, fastest of jnp.sum / row sums / numpy sum, median of "
             f"{start['calls']} calls; the larger of the run's start and end" if not settings.quick else
             "quick: a 16 MiB array (cache-resident), not a bandwidth figure")
-    return rows, {"read_bandwidth": {"bytes_per_s": best, "start": start, "end": end, "note": note}}
+    peak_note = ("float32 FMA chains in registers, one thread per core; the larger of the run's start and end; "
+                 + ("bfloat16 rows: no compute floor (the host multiplies bfloat16 natively)" if native_bf16_dot
+                    else "bfloat16 rows at the same rate (no bfloat16 dot product here)"))
+    return rows, {"read_bandwidth": {"bytes_per_s": best, "start": start, "end": end, "note": note},
+                  "fma_peak": {"flop_per_s": flops, "start": peak_start, "end": peak_end, "note": peak_note}}
 
 
 def write_outputs(path: pathlib.Path, header: dict, rows: list[dict]) -> None:
@@ -483,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "set JAX_PLATFORMS=cpu", flush=True)
     cpu = cpu_info()
     with common.prism_cache(ns.cache_dir, "prism_jax_cpu_bench_") as cache:
-        rows, measured = run_all(names, dtypes, ns.shapes, settings)
+        rows, measured = run_all(names, dtypes, ns.shapes, settings, cpu["isa"])
     header = {"harness": "benchmarks/cpu.py", "quick": settings.quick, "timing": TIMING_LOOP if settings.timing == "loop" else TIMING,
               "unroll": settings.unroll if settings.timing == "loop" else None, "date": common.utc_now(),
               "command": common.command_line("benchmarks/cpu.py", argv), "cpu": cpu,

@@ -70,6 +70,36 @@ def test_speedups_and_summary_against_the_targets():
     assert summary["read_bw_fraction"]["prism_jax"]["rows_at_target"] == 2 and summary["bandwidth_target_met"]
 
 
+def test_roofline_bounds_each_row_by_bytes_or_matmul_flops():
+    """1000 bytes at 1e9 B/s is 1 us; 4000 FLOPs at 1e9 FLOP/s is 4 us: compute-bound, floor 4 us -- unless
+    the row is bfloat16 on a host with a bfloat16 dot product, which gets no compute floor."""
+    row = _row("prism_jax", matmul_flops=4000, median_s=8e-6)
+    fields = cpu.roofline(row, 1e9, 1e9, native_bf16_dot=False)
+    assert fields["bound"] == "compute" and fields["floor_s"] == pytest.approx(4e-6)
+    assert fields["roofline_fraction"] == pytest.approx(0.5) and fields["read_bw_fraction"] == pytest.approx(0.125)
+    assert cpu.roofline({**row, "matmul_flops": 500}, 1e9, 1e9, False)["bound"] == "memory"
+    native = cpu.roofline({**row, "dtype": "bfloat16"}, 1e9, 1e9, native_bf16_dot=True)
+    assert native["bound"] == "memory" and native["compute_floor_s"] is None and native["floor_s"] == pytest.approx(1e-6)
+    assert cpu.roofline({**row, "dtype": "bfloat16"}, 1e9, 1e9, native_bf16_dot=False)["bound"] == "compute"
+
+
+def test_bandwidth_target_counts_memory_bound_rows_only():
+    rows = [_row("prism_jax", "lora", bound="compute", median_s=1e-6, read_bw_fraction=0.3, roofline_fraction=0.9),
+            _row("prism_jax", "gqa", bound="memory", median_s=1e-6, read_bw_fraction=0.75, roofline_fraction=0.75)]
+    summary = cpu.summarize(rows)
+    assert summary["read_bw_fraction"]["prism_jax"]["rows"] == 1 and summary["bandwidth_target_met"]
+    assert summary["compute_bound_rows"] == ["lora float32"]
+    assert summary["roofline_fraction"]["prism_jax"] == {"median": pytest.approx(0.825), "rows": 2}
+    rows[1]["read_bw_fraction"] = 0.6
+    assert not cpu.summarize(rows)["bandwidth_target_met"]
+
+
+def test_fma_peak_sums_one_thread_per_core():
+    peak = cpu.fma_peak(0.02)
+    assert peak["threads"] >= 1 and len(peak["per_thread_flop_per_s"]) == peak["threads"]
+    assert peak["flop_per_s"] == pytest.approx(sum(peak["per_thread_flop_per_s"])) and peak["flop_per_s"] > 1e8
+
+
 def test_markdown_table_has_one_line_per_workload_shape_and_dtype():
     rows = [_row("xla", median_s=2e-6, min_s=1e-6, numerics="ok"),
             _row("prism_jax", median_s=1e-6, min_s=1e-6, speedup_vs_xla=2.0, speedup_vs_xla_min=1.0,
@@ -94,10 +124,12 @@ def test_quick_run_end_to_end(tmp_path):
     result = json.loads(out.read_text())
     env = result["environment"]
     assert env["cpu"]["model"] and env["read_bandwidth"]["bytes_per_s"] > 0 and env["versions"]
+    assert env["fma_peak"]["flop_per_s"] > 0
     impls = {r["implementation"]: r for r in result["results"]}
     assert set(impls) == {"xla", "prism_jax"}
     for row in impls.values():
         assert row["numerics"].startswith("ok") and row["median_s"] > 0
+        assert row["bound"] in ("memory", "compute") and row["floor_s"] >= row["memory_floor_s"] > 0
     assert impls["prism_jax"]["optimization"]["second_build_cache_hit"]
     assert "geometric-mean speedup" in proc.stdout
     assert out.with_suffix(".md").exists()
