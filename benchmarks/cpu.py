@@ -190,8 +190,9 @@ def fma_peak(seconds: float = 0.2) -> dict | None:
 
 
 def roofline(row: dict, bytes_per_s: float, flop_per_s: float | None, native_bf16_dot: bool) -> dict:
-    """A row's floors: bytes at the read bandwidth, matmul FLOPs at the matmul throughput (none for
-    bfloat16 where the host multiplies bfloat16 natively), the larger of the two, and which one bounds it."""
+    """A row's floors: bytes at the read bandwidth, matmul FLOPs at the FMA peak (none for bfloat16 where
+    the host multiplies bfloat16 natively), the larger of the two, which one bounds it, and the row's
+    fractions of the bandwidth and of the floor (the one place they are computed)."""
     memory_s = row["bytes"] / bytes_per_s
     no_compute_floor = flop_per_s is None or (row["dtype"] == "bfloat16" and native_bf16_dot)
     compute_s = None if no_compute_floor else row.get("matmul_flops", 0) / flop_per_s
@@ -238,15 +239,16 @@ def _regions_cell(optimization: dict | None) -> str:
     return "; ".join(cells) or "no fusible region"
 
 
-def benchmark_shape(workload, shape, dtype: str, settings: Settings, bytes_per_s: float) -> list[dict]:
-    """The XLA row and the prism_jax row for one workload, shape and dtype."""
+def benchmark_shape(workload, shape, dtype: str, settings: Settings) -> list[dict]:
+    """The XLA row and the prism_jax row for one workload, shape and dtype (floors and fractions are added
+    by ``roofline`` once the run's bandwidth and peak are known)."""
     fn = workload.fn_for(shape)
     args = workload.make_args(shape, dtype)
     expected = common.reference_output(fn, args)
     nbytes = common.io_bytes(fn, args)
     base = {"workload": workload.name, "suite": workload.suite.value, "shape": shape.as_dict(),
             "shape_label": shape.label, "dtype": dtype, "timing": settings.label, "bytes": nbytes,
-            "matmul_flops": common.matmul_flops(fn, args), "floor_s": nbytes / bytes_per_s}
+            "matmul_flops": common.matmul_flops(fn, args)}
     rows = {"xla": {**base, "implementation": "xla", "notes": []}}
     fns: dict[str, Callable] = {"xla": jax.jit(fn)}
     try:
@@ -271,7 +273,7 @@ def benchmark_shape(workload, shape, dtype: str, settings: Settings, bytes_per_s
             timed[name] = f
     if timed:
         for name, t in _time(timed, args, settings).items():
-            rows[name].update(t, read_bw_fraction=nbytes / t["median_s"] / bytes_per_s)
+            rows[name].update(t)
     add_speedups(list(rows.values()))
     return list(rows.values())
 
@@ -378,8 +380,8 @@ def _percent(fraction: float | None) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     """One line per workload, shape and dtype, XLA and prism_jax side by side: µs per call, median (min);
-    speedup (median; min); the floor (bytes / read bandwidth) and each one's fraction of the read
-    bandwidth; which regions run a kernel; numerics (a failed check leaves no speed figure)."""
+    speedup (median; min); the floor (see ``roofline``) and what bounds it, each one's fraction of the read
+    bandwidth and prism_jax's of the floor; which regions run a kernel; numerics (a failed check leaves no speed figure)."""
     lines = ["| workload | shape | dtype | XLA µs median (min) | prism_jax µs median (min) | speedup (median; min) | "
              "floor µs (bound) | XLA % of read BW | prism_jax % of read BW | prism_jax % of floor | prism_jax regions | "
              "numerics (XLA; prism_jax) |",
@@ -504,7 +506,7 @@ def run_all(names: Sequence[str], dtypes: Sequence[str], which: str, settings: S
         workload = workloads.get_workload(name)
         for shape in selected_shapes(workload, which, settings.quick):
             for dtype in dtypes:
-                shape_rows = benchmark_shape(workload, shape, dtype, settings, start["bytes_per_s"])
+                shape_rows = benchmark_shape(workload, shape, dtype, settings)
                 rows += shape_rows
                 for r in shape_rows:
                     print(f"{name:20s} {shape.label:26s} {dtype:9s} {r['implementation']:10s} "

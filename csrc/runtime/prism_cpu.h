@@ -196,6 +196,12 @@ namespace cpu {
 
 namespace detail {
 
+// Rows of a matmul operand at most this long (attention's K and V: 128
+// values, 256-512 bytes) are prefetched ahead by the AVX2 strip kernel and by
+// the dot products of prism_cpu_nt.h: the hardware prefetchers follow such
+// short pieces badly from DRAM.  Longer rows stream long enough on their own.
+inline constexpr std::int64_t kShortRowBytes = 1024;
+
 // True when this translation unit uses the AVX2/FMA kernels.
 inline constexpr bool kAvx2Fma = PRISM_CPU_AVX2 != 0;
 // True when the matmuls use the AVX-512 micro-kernel (zmm registers).
@@ -386,15 +392,15 @@ inline constexpr std::int64_t kCbufLd = kNch + 16;
 inline constexpr std::int64_t kKa = 128;
 inline constexpr std::int64_t kApkLd = kKa + 8;
 static_assert(kKa % kKc == 0 && kKa % kKcMany == 0, "K blocks tile the copies of A");
-// Rows of B this short (attention's p @ V: 128 float32 columns, 512 bytes)
-// make a K block a few KiB in one piece, which the strips read 64 bytes of a
-// row at a time: a pattern the hardware prefetchers follow badly from DRAM.
-// Each row a strip reads then also prefetches (into L2) the same row of the
-// strip kPrefetchBlocks K blocks further on.  Measured on an AMD EPYC (Zen 3,
-// 2 cores, AVX2), M = 4, float32 V of 16 heads x 4096 x 128 from DRAM, two
-// threads: 19-24 -> 33-34 GB/s (the whole block prefetched into L1 as it
-// starts: 28-30; 1 or 4 blocks ahead: 28-30, 8: 24-27).
-inline constexpr std::int64_t kShortRowBytes = 1024;
+// With rows of B of at most kShortRowBytes (attention's p @ V: 128 float32
+// columns) a K block is a few KiB in one piece, which the strips read 64
+// bytes of a row at a time.  Each row a strip reads then also prefetches
+// (into L2) the same row of the strip kPrefetchBlocks K blocks further on.
+// Measured on an AMD EPYC (Zen 3, 2 cores, AVX2), M = 4, float32 V of 16
+// heads x 4096 x 128 from DRAM, two threads, a noisy host: no prefetch 10-24
+// GB/s, the next-but-one block prefetched whole into L1 as a block starts
+// 17-30, one line a row into L2 (this) 20-34; 1, 4 or 8 blocks ahead no
+// better.
 inline constexpr std::int64_t kPrefetchBlocks = 2;
 
 #if PRISM_CPU_AVX2
@@ -668,7 +674,7 @@ inline void matmul_acc_avx2(const float* A, std::int64_t lda, const Src* B, std:
   alignas(64) float apk[kRowGroup * kApkLd];
   alignas(64) Src pk[kKcMany * 16];
   if (M < kBufferedMinRows) {
-    switch (M) {  // one row block: its micro-kernel inlined (2x faster at M = 4, N = 128 from L2)
+    switch (M) {  // one row block: its micro-kernel inlined (M = 4, N = 128 from L2: 9-13 -> 6-9 us)
       case 1: row_group<1>(A, lda, B, ldb, C, ldc, M, N, K, apk, pk); return;
       case 2: row_group<2>(A, lda, B, ldb, C, ldc, M, N, K, apk, pk); return;
       case 3: row_group<3>(A, lda, B, ldb, C, ldc, M, N, K, apk, pk); return;

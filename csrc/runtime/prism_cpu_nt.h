@@ -93,7 +93,6 @@ inline void few_dots(std::int64_t rows, const float* A, std::int64_t lda, const 
 // thread 8-10 -> 11-13 GB/s, two threads 13-17 -> 15-22 GB/s (a noisy host;
 // 2, 4 and 8 KiB ahead alike).
 inline constexpr std::int64_t kPrefetchBytes = 4096;
-inline constexpr std::int64_t kShortRowBytes = 1024;  // longer rows: the dot product streams long enough
 
 template <typename Src>
 inline void prefetch_row(const Src* row, std::int64_t bytes) {
@@ -115,7 +114,7 @@ inline void matmul_nt(const float* A, std::int64_t lda, const Src* B, std::int64
   float out[kRows];
   std::int64_t m = 0;
   const std::int64_t row_bytes = K * static_cast<std::int64_t>(sizeof(Src));
-  const std::int64_t ahead = row_bytes <= kShortRowBytes ? (kPrefetchBytes + row_bytes - 1) / row_bytes : 0;
+  const std::int64_t ahead = row_bytes <= detail::kShortRowBytes ? (kPrefetchBytes + row_bytes - 1) / row_bytes : 0;
   for (; m + kRows <= M; m += kRows) {
     for (std::int64_t n = 0; n < N; ++n) {
       if (ahead > 0 && n + ahead < N) prefetch_row(B + (n + ahead) * ldb, row_bytes);
