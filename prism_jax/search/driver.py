@@ -206,6 +206,9 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 CACHE_NAMESPACE = "search/v1"
+# the proved candidates of a region's float32 core (SearchProblem.core): a bfloat16 or float16 region
+# computes the same core as its float32 twin, so either one's search serves the other
+CORE_NAMESPACE = "search-core/v1"
 
 
 def cache_key(symbolic: KernelGraph, config: SearchConfig) -> str:
@@ -231,7 +234,7 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
             if hit is not None:
                 hit.stats.seconds = {"cache lookup + re-rank": time.perf_counter() - start}
                 return hit
-    found = _search(region.name, symbolic, sizes, config, progress, start)
+    found = _search(region.name, symbolic, sizes, config, progress, start, cache)
     if not found.candidates and config.max_kernels > 1:
         _compose(found, symbolic, config, cache)
     if cache is not None:  # a timed-out search is stored too: its best so far, with timed_out in its stats
@@ -246,18 +249,21 @@ def _to_cache(found: RegionSearch) -> dict:
             "stats": dataclasses.asdict(found.stats)}
 
 
-def _from_cache(stored: dict, symbolic: KernelGraph, sizes: dict[str, int],
-                config: SearchConfig) -> RegionSearch | None:
-    """Cached candidates re-ranked at this region's shapes; None when the entry does not read back."""
+def _from_cache(stored: dict, symbolic: KernelGraph, sizes: dict[str, int], config: SearchConfig,
+                problem: SearchProblem | None = None) -> RegionSearch | None:
+    """Cached candidates re-ranked at this region's shapes; None when the entry does not read back.
+    With ``problem`` the entry holds core candidates (CORE_NAMESPACE), assembled into this region."""
     device = config.device_spec()
     try:
         candidates = []
         for item in stored["candidates"]:
             graph = from_json(item["graph"])
+            verdict = Verdict(Status.EQUAL, item["method"], item["proof_seconds"], item["detail"])
+            if problem is not None:
+                graph, verdict = problem.assemble(graph), _in_region(verdict, problem)
             cost = best_sizes(graph, device, sizes)
             if cost is None:
                 continue
-            verdict = Verdict(Status.EQUAL, item["method"], item["proof_seconds"], item["detail"])
             candidates.append(Candidate(graph, verdict, cost, item["structure"]))
         stats_fields = dict(stored["stats"])
         stats_fields["enumeration"] = EnumerationStats(**stats_fields["enumeration"])
@@ -267,6 +273,14 @@ def _from_cache(stored: dict, symbolic: KernelGraph, sizes: dict[str, int],
         return None
     candidates.sort(key=lambda c: (c.ranked.key, c.structure))
     return RegionSearch(symbolic.name, symbolic, sizes, candidates, stats, cache_hit=True)
+
+
+def _in_region(verdict: Verdict, problem: SearchProblem) -> Verdict:
+    """A core candidate's proof as it holds for the region's program."""
+    if not problem.converts_erased:  # proved on the float32 forms; the kernels convert at load/store
+        return verdict
+    return dataclasses.replace(verdict, detail=f"{verdict.detail}; in float32 with the region's float converts "
+                                               "erased (equal up to rounding)")
 
 
 def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig, cache) -> None:
@@ -290,9 +304,30 @@ def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig,
 
 
 def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: SearchConfig,
-            progress: Progress | None, start: float) -> RegionSearch:
-    deadline = start + config.time_limit_s
+            progress: Progress | None, start: float, cache: "ResultCache | NullCache | None" = None) -> RegionSearch:
+    """The search itself (steps 2-5), unless the region's float32 core was searched before."""
     problem = SearchProblem.of(symbolic)
+    core_key = cache_key(problem.core, config)
+    stored = cache.get(CORE_NAMESPACE, core_key) if cache is not None else None
+    reused = _from_cache(stored, symbolic, sizes, config, problem) if stored is not None else None
+    if reused is not None:
+        reused.stats.seconds = {"core cache lookup + re-rank": time.perf_counter() - start}
+        return reused
+    found, cores = _search_core(name, symbolic, problem, sizes, config, progress, start)
+    if cache is not None:
+        cache.put(CORE_NAMESPACE, core_key, {
+            "candidates": [{"graph": to_json(core), "method": verdict.method, "detail": verdict.detail,
+                            "proof_seconds": verdict.seconds, "structure": c.structure}
+                           for c, (core, verdict) in zip(found.candidates, cores)],
+            "stats": dataclasses.asdict(found.stats)})
+    return found
+
+
+def _search_core(name: str, symbolic: KernelGraph, problem: SearchProblem, sizes: dict[str, int],
+                 config: SearchConfig, progress: Progress | None, start: float) -> tuple[RegionSearch, list]:
+    """Enumerate, screen, rank and prove; the candidates, and per candidate its core program (before
+    assembly) with the core's proof."""
+    deadline = start + config.time_limit_s
     stats = SearchStats()
     device = config.device_spec()
     parallel_dims = sum(d != 1 for d in problem.core.output_types[0].shape)
@@ -319,10 +354,10 @@ def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: Sea
     stats.seconds["rank"] = time.perf_counter() - phase_start
 
     phase_start = time.perf_counter()
-    candidates = _prove(ranked, problem, config, stats, deadline, progress)
+    proved = _prove(ranked, problem, config, stats, deadline, progress)
     stats.seconds["prove"] = time.perf_counter() - phase_start
     stats.seconds["total"] = time.perf_counter() - start
-    return RegionSearch(name, symbolic, sizes, candidates, stats)
+    return RegionSearch(name, symbolic, sizes, [c for c, _, _ in proved], stats), [p[1:] for p in proved]
 
 
 def _enumerate(core: KernelGraph, config: SearchConfig, stats: SearchStats, start: float,
@@ -430,9 +465,11 @@ def _screen(structures: list, core: KernelGraph, grid_ranks: tuple[int, ...], st
 
 
 def _prove(ranked: list, problem: SearchProblem, config: SearchConfig, stats: SearchStats, deadline: float,
-           progress: Progress | None) -> list[Candidate]:
+           progress: Progress | None) -> list[tuple[Candidate, KernelGraph, Verdict]]:
+    """Proved candidates, best-ranked first, each with its core program and the proof of that (the
+    core's own verdict, as the core cache stores it)."""
     prover = EGraphVerifier(EGraphConfig(max_seconds=config.egraph_seconds))
-    candidates: list[Candidate] = []
+    candidates: list[tuple[Candidate, KernelGraph, Verdict]] = []
     kinds_proved: set[bool] = set()
     failures: dict[bool, int] = {}
     kinds_left = {is_split(item[4]) for item in ranked}
@@ -451,11 +488,8 @@ def _prove(ranked: list, problem: SearchProblem, config: SearchConfig, stats: Se
             progress("prove", len(candidates), config.max_candidates)
         verdict = prover.verify(problem.core, graph)
         if verdict.status is Status.EQUAL:
-            if problem.converts_erased:  # proved on the float32 forms; the kernels convert at load/store
-                verdict = dataclasses.replace(verdict, detail=f"{verdict.detail}; in float32 with the region's "
-                                              "float converts erased (equal up to rounding)")
             stats.proved += 1
-            candidates.append(Candidate(whole, verdict, cost, index))
+            candidates.append((Candidate(whole, _in_region(verdict, problem), cost, index), graph, verdict))
             kinds_proved.add(is_split(graph))
         else:
             stats.unknown += 1

@@ -166,6 +166,26 @@ def test_second_search_is_a_cache_hit_for_any_shape(tmp_path, monkeypatch):
     assert "hit" in again.table() and "swiglu" in str(again)
 
 
+def test_a_bfloat16_region_reuses_its_float32_twins_search(tmp_path, monkeypatch):
+    """Both compute the same float32 core: the second search only assembles the stored core candidates
+    into its own region (bfloat16 loads and stores) and re-ranks them; the proof note says so."""
+    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path))
+    wl = workloads.get_workload("rmsnorm_matmul")
+    config = SearchConfig(time_limit_s=20.0, progress=False)
+    first = prism_jax.search(wl.fn, *wl.make_args(wl.shapes[0], "float32", 0), config=config).regions[0]
+    args = wl.make_args(wl.shapes[0], "bfloat16", 0)
+    twin = prism_jax.search(wl.fn, *args, config=config).regions[0]
+    assert not first.cache_hit and twin.cache_hit and "core cache lookup + re-rank" in twin.stats.seconds
+    assert len(twin.candidates) == len(first.candidates) > 0
+    best = twin.best
+    assert best.verdict.detail.count("float converts erased") == 1
+    assert best.graph.input_types[0].dtype == twin.reference.input_types[0].dtype != first.reference.input_types[0].dtype
+    concrete = instantiate(best.graph, {**twin.sizes, **_extents_of_two(best.graph)})
+    (got,) = Interpreter().run(concrete, *(np.asarray(a) for a in args))
+    want = np.asarray(jax.jit(wl.fn)(*args), np.float32)
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=5e-2, atol=5e-2)
+
+
 def test_symbolize_shares_equal_dims_and_turns_dim_constants_into_symbols():
     _, _, region = _region("rmsnorm_matmul")
     symbolic, sizes = symbolize(region)
