@@ -176,7 +176,9 @@ class _Extender:
         if kind in ACCUMULATORS:
             varying = varying.union(*(self._direct_inputs(partial, p) for p in args))
         ops = partial.ops + ((kind, args, attrs),)
-        if not _phases_ok(ops, values + (value,), varying):
+        # the earlier ops passed with partial.varying: only a grown set can fail them now
+        first = 0 if len(varying) != len(partial.varying) else len(ops) - 1
+        if not _phases_ok(ops, values + (value,), varying, first):
             stats.pruned_phase += 1
             return None
         verdict = self._judged.get(value.text)
@@ -279,10 +281,11 @@ def _exp_is_guarded(reference: KernelGraph) -> bool:
     return bool(exps) and all(defining.get(op.inputs[0]) == OpKind.SUB for op in exps)
 
 
-def _phases_ok(ops, values, varying: frozenset[int]) -> bool:
-    """No op mixes a per-iteration value with an after-loop one; no accumulator reads an after-loop
-    value (rechecked for every op because accumulators make more inputs loop-varying)."""
-    for i, (kind, args, _) in enumerate(ops):
+def _phases_ok(ops, values, varying: frozenset[int], first: int = 0) -> bool:
+    """No op in ``ops[first:]`` mixes a per-iteration value with an after-loop one; no accumulator
+    reads an after-loop value (every op is rechecked when an accumulator makes more inputs
+    loop-varying)."""
+    for kind, args, _ in ops[first:]:
         if kind in ACCUMULATORS:
             if any(values[a].post for a in args):
                 return False
