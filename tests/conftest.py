@@ -1,5 +1,6 @@
 """Fixtures shared across the test packages."""
 
+import os
 import sys
 
 import pytest
@@ -25,3 +26,21 @@ def native_kernels_win(monkeypatch):
     real = tuner.tune_region
     monkeypatch.setattr(tuner, "ChainTimer", fake_timer)
     monkeypatch.setattr(sys.modules["prism_jax.api.superoptimize"], "tune_region", tune_region)
+
+
+@pytest.fixture(scope="session")
+def run_shared_dir(tmp_path_factory):
+    """``run_shared_dir(name)``: a directory every worker of this pytest run shares (pytest-xdist gives
+    each worker a basetemp of its own inside the run's). A cache there lets a worker reuse what another
+    one searched -- a bfloat16 case finds its float32 twin's search (the same float32 core) whichever
+    worker ran it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+
+    def make(name: str):
+        path = base / name
+        path.mkdir(exist_ok=True)
+        return path
+
+    return make

@@ -21,9 +21,10 @@ TOLERANCE = {jnp.float32: 2e-4, jnp.bfloat16: 6e-2}
 
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    """One cache for the module (a second plan of a workload is a hit), none of the user's."""
-    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "superoptimize-cache"))
+def private_cache(run_shared_dir, monkeypatch):
+    """One cache for the module, shared by the run's workers (a second plan of a workload is a hit),
+    none of the user's."""
+    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(run_shared_dir("superoptimize-cache")))
 
 
 def interpret(fn, **kwargs):
@@ -53,8 +54,9 @@ def assert_grad_and_vmap_match(optimized, fn, args, dtype):
     assert_close(jax.vmap(lambda x: optimized(x, *args[1:]))(batch), jax.vmap(lambda x: fn(x, *args[1:]))(batch), dtype)
 
 
-CASES = [(w.name, prefill, dtype) for w in WORKLOADS.values() for prefill in ([False, True] if w.small_prefill else [False])
-         for dtype in (jnp.float32, jnp.bfloat16)]
+# every float32 case before any bfloat16 one: a bfloat16 region reuses its float32 twin's search
+CASES = [(w.name, prefill, dtype) for dtype in (jnp.float32, jnp.bfloat16) for w in WORKLOADS.values()
+         for prefill in ([False, True] if w.small_prefill else [False])]
 
 
 @pytest.mark.slow
