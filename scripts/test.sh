@@ -11,7 +11,9 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
 
 _pj_ncpu="$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 1)"
-_pj_xdist=(-n auto)
+# worksteal: an idle worker takes tests queued for a busy one (the slow tests run first, see
+# tests/conftest.py, and would otherwise all sit in one worker's first batch)
+_pj_xdist=(-n auto --dist worksteal)
 if [ "${_pj_ncpu:-1}" -le 1 ]; then
   _pj_xdist=()
 fi

@@ -6,6 +6,12 @@ import sys
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (a stable sort: each module's own order kept), so the longest start early and,
+    with pytest-xdist's work stealing (scripts/test.sh), the workers finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def native_kernels_win(monkeypatch):
     """The tuner's clock says every kernel beats XLA (the first program it times for a region), so the
