@@ -237,16 +237,20 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
     found = _search(region.name, symbolic, sizes, config, progress, start, cache)
     if not found.candidates and config.max_kernels > 1:
         _compose(found, symbolic, config, cache)
-    if cache is not None:  # a timed-out search is stored too: its best so far, with timed_out in its stats
-        cache.put(CACHE_NAMESPACE, key, _to_cache(found))
+        # only a composed result needs its own entry: any other is its core's entry (CORE_NAMESPACE)
+        # assembled again. A timed-out search is stored too: its best so far, with timed_out in its stats
+        if cache is not None:
+            cache.put(CACHE_NAMESPACE, key,
+                      _to_cache([(c.graph, c.verdict, c.structure) for c in found.candidates], found.stats))
     return found
 
 
-def _to_cache(found: RegionSearch) -> dict:
-    return {"candidates": [{"graph": to_json(c.graph), "method": c.verdict.method, "detail": c.verdict.detail,
-                            "proof_seconds": c.verdict.seconds, "structure": c.structure}
-                           for c in found.candidates],
-            "stats": dataclasses.asdict(found.stats)}
+def _to_cache(candidates: list[tuple[KernelGraph, Verdict, str]], stats: SearchStats) -> dict:
+    """A cache entry: proved (graph, proof, structure) triples and the search's stats."""
+    return {"candidates": [{"graph": to_json(graph), "method": verdict.method, "detail": verdict.detail,
+                            "proof_seconds": verdict.seconds, "structure": structure}
+                           for graph, verdict, structure in candidates],
+            "stats": dataclasses.asdict(stats)}
 
 
 def _from_cache(stored: dict, symbolic: KernelGraph, sizes: dict[str, int], config: SearchConfig,
@@ -315,11 +319,8 @@ def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: Sea
         return reused
     found, cores = _search_core(name, symbolic, problem, sizes, config, progress, start)
     if cache is not None:
-        cache.put(CORE_NAMESPACE, core_key, {
-            "candidates": [{"graph": to_json(core), "method": verdict.method, "detail": verdict.detail,
-                            "proof_seconds": verdict.seconds, "structure": c.structure}
-                           for c, (core, verdict) in zip(found.candidates, cores)],
-            "stats": dataclasses.asdict(found.stats)})
+        cache.put(CORE_NAMESPACE, core_key, _to_cache(
+            [(core, verdict, c.structure) for c, (core, verdict) in zip(found.candidates, cores)], found.stats))
     return found
 
 
