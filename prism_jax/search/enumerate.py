@@ -153,7 +153,8 @@ class _Extender:
         units = {index: unit_dims(op, [], values)}
         term = self.encoder.op_term(op, [], values, units)
         copies = (False,) * t.rank
-        cls = self.target.class_key(term) if self.target.admits_term(term) else term_key(term)
+        admitted, _, cls = self.target.judge(term)
+        cls = cls if admitted else term_key(term)
         return _Value(t, units[index], copies, term, term_key(term), frozenset(), False, -1, None, cls=cls,
                       cid=self._cid(term, t, units[index], copies))
 
@@ -183,10 +184,7 @@ class _Extender:
             return None
         verdict = self._judged.get(value.text)
         if verdict is None:  # the same expressions recur in many prefixes (and at every depth)
-            admitted = self.target.admits_term(value.term)
-            verdict = self._judged[value.text] = (
-                (True, self.target.output_index(value.term), self.target.class_key(value.term)) if admitted
-                else (False, None, None))
+            verdict = self._judged[value.text] = self.target.judge(value.term)
         if not verdict[0]:
             stats.pruned_abstract += 1
             return None

@@ -18,15 +18,20 @@ its chunks). Every axiom is checked numerically in the tests.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import time
 from typing import Sequence
 
 from egglog import EGraph, Expr, String, StringLike, Unit, eq, function, i64, i64Like, ne, rewrite, rule, ruleset, \
     vars_, birewrite
+from egglog.declarations import CallDecl, ClassMethodRef, FunctionRef, LitDecl, MethodRef
 
 from prism_jax.ir import BlockGraph, KernelGraph, Mono, Op, OpKind
 from prism_jax.ir.ops import ACCUMULATORS, BINARY, UNARY
 from prism_jax.verify.verdict import Status, Verdict
+
+log = logging.getLogger("prism_jax.verify")
 
 
 class Ten(Expr):
@@ -641,22 +646,35 @@ class AbstractTarget:
         self._egraph.register(*outputs, *(sub(o) for o in outputs))
         self._egraph.run((algebra | subterms) * iterations)
         self._egraph.run(subterms.saturate())
+        self._index = _NodeIndex.of(self._egraph, outputs)
+        self._output_classes = [self._index.lookup(o) for o in outputs] if self._index is not None else []
         self.build_seconds = time.perf_counter() - start
 
+    def judge(self, term: Ten) -> tuple[bool, int | None, object]:
+        """(admitted, the target output it computes or None, its class key) in one lookup: what the
+        enumeration asks of every new value."""
+        cls = self._index.lookup(term) if self._index is not None else UNNAMED
+        if cls is UNNAMED:  # egglog answers
+            if not self._egraph.check_bool(sub(term)):
+                return False, None, None
+            output = next((k for k, out in enumerate(self._outputs) if self._egraph.check_bool(eq(term).to(out))), None)
+            return True, output, term_key(self._egraph.extract(term))
+        if cls is None or cls not in self._index.subterm_classes:
+            return False, None, None
+        return True, next((k for k, c in enumerate(self._output_classes) if c == cls), None), cls
+
     def admits_term(self, term: Ten) -> bool:
-        return self._egraph.check_bool(sub(term))
+        return self.judge(term)[0]
 
     def class_key(self, term: Ten):
-        """A key shared by all admitted terms in one e-class of the saturated target (the class's
-        extracted representative): lets the search drop a value that only re-derives another."""
-        return term_key(self._egraph.extract(term))
+        """A key shared by all admitted terms in one e-class of the saturated target (its class id, or
+        the class's extracted representative): lets the search drop a value that only re-derives
+        another."""
+        return self.judge(term)[2]
 
     def output_index(self, term: Ten) -> int | None:
         """Which target output this abstract term already computes (same e-class), if any."""
-        for k, out in enumerate(self._outputs):
-            if self._egraph.check_bool(eq(term).to(out)):
-                return k
-        return None
+        return self.judge(term)[1]
 
     def admits(self, partial: KernelGraph) -> bool:
         """True when every value the partial program computes (tiles included, tiling erased) is a
@@ -668,3 +686,92 @@ class AbstractTarget:
             return True  # cannot judge: never prune what we cannot encode
         leaves = {id(x) for x in encoder.leaves.values()}
         return all(self.admits_term(term) for term in encoder.values.values() if id(term) not in leaves)
+
+
+UNNAMED = object()  # a term with a literal or callable the node index cannot name
+
+
+class _Unnamed(Exception):
+    pass
+
+
+class _NodeIndex:
+    """The saturated target's e-nodes as a hash-cons, (op, child classes) -> class, and the classes
+    the ``sub`` relation holds for. A term is in the e-graph exactly when it is found bottom-up, node
+    by node, which is what egglog's check of it matches; looking it up here costs microseconds where
+    each egglog query costs milliseconds (the enumeration asks thousands)."""
+
+    def __init__(self, nodes: dict[tuple, str], subterm_classes: frozenset[str]) -> None:
+        self.nodes = nodes
+        self.subterm_classes = subterm_classes
+        self._memo: dict[object, str | None] = {}
+
+    @classmethod
+    def of(cls, egraph: EGraph, outputs: Sequence[Ten]) -> "_NodeIndex | None":
+        """The index, checked against egglog on the target's own terms; None (egglog answers every
+        query then) when the serialized e-graph does not read back as expected."""
+        try:
+            data = json.loads(egraph._serialize(split_primitive_outputs=False).to_json())
+            node_class = {node_id: node["eclass"] for node_id, node in data["nodes"].items()}
+            nodes: dict[tuple, str] = {}
+            subterms: set[str] = set()
+            for node in data["nodes"].values():
+                children = tuple(node_class[c] for c in node["children"])
+                if node["op"] == "sub":
+                    subterms.update(children)
+                else:
+                    nodes[(node["op"], children)] = node["eclass"]
+            index = cls(nodes, frozenset(subterms))
+            if all(index.lookup(o) in index.subterm_classes for o in outputs):  # UNNAMED is not in it
+                return index
+            log.debug("the e-graph's serialized nodes do not contain the target; querying egglog instead")
+        except (AttributeError, KeyError, TypeError, ValueError) as err:  # another egglog's format
+            log.debug("cannot index the saturated target (%s); querying egglog instead", err)
+        return None
+
+    def lookup(self, term: Ten):
+        """The e-class of ``term``; None when some node of it is not in the e-graph; UNNAMED when
+        some node has a literal or callable this index cannot name (egglog must answer)."""
+        try:
+            return self._class_of(term.__egg_typed_expr__.expr)
+        except _Unnamed:
+            return UNNAMED
+
+    def _class_of(self, expr) -> str | None:
+        found = self._memo.get(expr, self)
+        if found is not self:
+            return found
+        found = self._memo[expr] = self._compute(expr)
+        return found
+
+    def _compute(self, expr) -> str | None:
+        if isinstance(expr, LitDecl):
+            return self.nodes.get((_literal_text(expr.value), ()))
+        if not isinstance(expr, CallDecl):
+            raise _Unnamed
+        name = _callable_name(expr.callable)
+        children = []
+        for arg in expr.args:
+            child = self._class_of(arg.expr)
+            if child is None:
+                return None
+            children.append(child)
+        return self.nodes.get((name, tuple(children)))
+
+
+def _callable_name(ref) -> str:
+    """The op name the serialized e-graph gives a function (``bin``) or class method (``Ten.input``)."""
+    if isinstance(ref, FunctionRef):
+        return ref.ident.name
+    if isinstance(ref, ClassMethodRef | MethodRef):
+        return f"{ref.ident.name}.{ref.method_name}"
+    raise _Unnamed
+
+
+def _literal_text(value) -> str:
+    """A literal as the serialized e-graph prints it: strings quoted, integers bare."""
+    if isinstance(value, str) and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _Unnamed
