@@ -57,7 +57,7 @@ class EnumerationStats:
     ill_typed: int = 0
     pruned_abstract: int = 0
     pruned_duplicate: int = 0
-    pruned_order: int = 0
+    pruned_order: int = 0  # tuples checked one by one (those of a kind ruled out in bulk are not counted)
     pruned_phase: int = 0
     pruned_liveness: int = 0
     pruned_numerics: int = 0
@@ -169,7 +169,7 @@ class _Extender:
         if kind == OpKind.EXP and self.guarded_exp and not self._is_op(partial, args[0], OpKind.SUB):
             stats.pruned_numerics += 1
             return None
-        value = self._value(kind, attrs, args, values, len(partial.ops))
+        value = self._value(kind, attrs, args, values, len(partial.ops), key[2])
         if value is None:
             stats.ill_typed += 1
             return None
@@ -239,9 +239,10 @@ class _Extender:
         return {a for a in partial.ops[position][1] if a < self.num_inputs}
 
     def _value(self, kind: OpKind, attrs: Attrs, args: tuple[int, ...], values: tuple[_Value, ...],
-               position: int) -> _Value | None:
+               position: int, attrs_text: str) -> _Value | None:
         operands = tuple(values[a] for a in args)
-        memo_key = (kind, attrs, tuple(v.cid for v in operands))
+        # strings hash in C; an Enum member or an Attrs hashes in Python, and this runs ~10^5 times a second
+        memo_key = (kind.value, attrs_text, tuple(v.cid for v in operands))
         if memo_key not in self._typed:  # building egglog terms is the costly part: once per expression
             self._typed[memo_key] = self._type_and_term(kind, attrs, operands)
         typed = self._typed[memo_key]
@@ -301,8 +302,8 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
     stats = stats if stats is not None else EnumerationStats()
     start = time.perf_counter()
     extender = _Extender(reference, stats)
-    alphabet = [(kind, attrs, str(attrs)) for kind, attrs in vocabulary(reference)]
-    has_square = any(kind == OpKind.SQUARE for kind, _, _ in alphabet)
+    alphabet = [(kind, attrs, str(attrs), kind in ACCUMULATORS) for kind, attrs in vocabulary(reference)]
+    has_square = any(kind == OpKind.SQUARE for kind, *_ in alphabet)
     num_outputs = len(reference.outputs)
     first_op = extender.num_inputs + len(extender.leaves)
 
@@ -326,11 +327,13 @@ def enumerate_structures(reference: KernelGraph, config: EnumerationConfig = Enu
         if remaining < 0:
             return
         operands = [v for v in range(len(partial.values)) if v not in partial.hidden]
-        for kind, attrs, attrs_text in alphabet:
-            if kind in ACCUMULATORS and partial.accumulators >= config.max_accumulators:
+        positions = [v.position for v in partial.values]
+        for kind, attrs, attrs_text, accumulates in alphabet:
+            if accumulates and partial.accumulators >= config.max_accumulators:
                 continue
-            for args in _argument_tuples(kind, operands, has_square):
-                if kind in ACCUMULATORS and not _accumulates_partials(kind, args, partial):
+            for args in _ordered_arguments(kind, attrs_text, operands, positions, partial.suffix_max, has_square,
+                                           stats):
+                if accumulates and not _accumulates_partials(kind, args, partial):
                     stats.pruned_order += 1
                     continue
                 child = extender.extend(partial, kind, attrs, args, attrs_text)
@@ -455,14 +458,45 @@ def _ancestors(value: int, defining: dict) -> list[Op] | None:
     return [op for op in defining.values() if op.outputs[0] in seen]  # the region's order
 
 
-def _argument_tuples(kind: OpKind, operands: list[int], square: bool) -> Iterator[tuple[int, ...]]:
+def _ordered_arguments(kind: OpKind, attrs_text: str, operands: list[int], positions: list[int],
+                       suffix_max: tuple[tuple, ...], square: bool, stats: EnumerationStats) -> list[tuple[int, ...]]:
+    """The argument tuples of ``kind`` that pass the canonical-order rule (the first check of
+    :meth:`_Extender.extend`, applied here in bulk because it rejects most tuples): an op whose last
+    operand is defined at position p must have a key above every key from p + 1 on. ``suffix_max``
+    never increases, so a prefix of positions has only larger kinds and rules out every tuple whose
+    operands all come before it; the tuples kept keep their order."""
+    kind_value = kind.value
+    count = len(suffix_max)
+    blocked = 0  # positions p + 1 < blocked: suffix_max[p + 1] has a larger kind
+    while blocked < count and suffix_max[blocked] and suffix_max[blocked][0] > kind_value:
+        blocked += 1
+    kept = []
+    for args in _argument_tuples(kind, operands, square, positions, blocked - 1):
+        last = max(positions[a] for a in args)
+        if last + 1 < count and suffix_max[last + 1] >= (kind_value, args, attrs_text):
+            stats.pruned_order += 1
+            continue
+        kept.append(args)
+    return kept
+
+
+def _argument_tuples(kind: OpKind, operands: list[int], square: bool, positions: list[int] | None = None,
+                     earliest: int = -1) -> Iterator[tuple[int, ...]]:
+    """Operand tuples of ``kind``, in a fixed order; with ``positions``, only those with an operand
+    defined at ``earliest`` or later."""
+    if positions is not None and earliest > -1:
+        late = [v for v in operands if positions[v] >= earliest]
+        if not late:
+            return
+    else:
+        late = operands
     count = arity(kind)
     if count == 1:
-        for a in operands:
+        for a in late:
             yield (a,)
     elif count == 2:
         for a in operands:
-            for b in operands:
+            for b in (operands if late is operands or positions[a] >= earliest else late):
                 if kind == OpKind.ACCUM_RESCALED_SUM and a == b:
                     continue
                 if kind in COMMUTATIVE and b < a:  # the same op with its operands swapped
