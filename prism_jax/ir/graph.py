@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import weakref
 from typing import Any, Sequence
 
 from prism_jax.ir.errors import IRError
@@ -129,8 +130,23 @@ class BlockGraph:
         return ConstraintSet.of(items)
 
 
+# block graphs that passed validation against these source types, by identity: a block graph is
+# checked when built, when added to a kernel graph and when that is frozen (the search builds thousands)
+_VALIDATED: dict[int, tuple[weakref.ref, tuple[TensorType, ...]]] = {}
+
+
 def validate_block_graph(block: BlockGraph, source_types: Sequence[TensorType], where: str = "block graph") -> None:
     """Structural checks; every error names the offending op, input or output."""
+    seen = _VALIDATED.get(id(block))
+    if seen is not None and seen[0]() is block and seen[1] == tuple(source_types):
+        return
+    _validate_block_graph(block, source_types, where)
+    if len(_VALIDATED) > 4096:
+        _VALIDATED.clear()
+    _VALIDATED[id(block)] = (weakref.ref(block), tuple(source_types))
+
+
+def _validate_block_graph(block: BlockGraph, source_types: Sequence[TensorType], where: str) -> None:
     if not 1 <= block.grid_rank <= 3:
         raise IRError(f"{where}: grid must have 1 to 3 dims, got {block.grid_rank}")
     defined: set[int] = set()

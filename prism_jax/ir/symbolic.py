@@ -24,6 +24,17 @@ class Mono:
 
     coeff: Fraction
     factors: tuple[tuple[str, int], ...]  # sorted by name, exponents nonzero
+    # computed on first use: shape inference looks tile types up by hash millions of times, and a
+    # Fraction hashes in Python
+    _hash: int | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash((self.coeff, self.factors)))
+        return self._hash
+
+    def __reduce__(self):  # without the cached hash: string hashes differ between processes
+        return Mono, (self.coeff, self.factors)
 
     @staticmethod
     def symbol(name: str) -> "Mono":

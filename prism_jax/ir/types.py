@@ -59,9 +59,18 @@ class TensorType:
 
     shape: tuple[Size, ...]
     dtype: DType
+    _hash: int | None = dataclasses.field(default=None, init=False, repr=False, compare=False)  # on first use
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(normalize(d) for d in self.shape))
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash((self.shape, self.dtype)))
+        return self._hash
+
+    def __reduce__(self):  # without the cached hash: string hashes differ between processes
+        return TensorType, (self.shape, self.dtype)
 
     @property
     def rank(self) -> int:

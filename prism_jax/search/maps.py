@@ -74,6 +74,7 @@ def map_assignments(structure: BlockStructure, reference: KernelGraph, grid_rank
     types = list(reference.input_types)
     # without an accumulator nothing may vary with the loop: a per-iteration value could not be stored
     accumulates = any(kind in ACCUMULATORS for kind, _, _ in structure.ops)
+    ready = _ready_ops(structure, range(structure.num_inputs))
 
     def inputs_from(k: int, chosen: list, tiles: list) -> Iterator[tuple[list, list]]:
         if k == structure.num_inputs:
@@ -84,7 +85,7 @@ def map_assignments(structure: BlockStructure, reference: KernelGraph, grid_rank
                 trial = chosen + [(grid_dims, loop)]
                 if not _grid_order_open(trial, grid_rank):
                     continue
-                extended = _with_input(structure, tiles, k, _tile(types[k], tuple(grid_dims), loop, grid))
+                extended = _with_input(structure, tiles, k, _tile(types[k], tuple(grid_dims), loop, grid), ready[k])
                 if extended is not None:
                     yield from inputs_from(k + 1, trial, extended)
 
@@ -120,6 +121,7 @@ def parallel_assignments(structure: BlockStructure, reference: KernelGraph,
         for a in args:
             first_read.setdefault(a, i)
     order = sorted(range(structure.num_inputs), key=lambda k: (first_read.get(k, len(structure.ops)), k))
+    ready = _ready_ops(structure, order)
 
     def inputs_from(position: int, placed: tuple, chosen: dict, tiles: list, loop_size) -> Iterator[tuple[dict, list]]:
         if position == structure.num_inputs:
@@ -135,7 +137,8 @@ def parallel_assignments(structure: BlockStructure, reference: KernelGraph,
             if len(used) != len(set(used)):
                 continue
             for loop in loops if accumulates else (None,):
-                extended = _with_input(structure, tiles, k, _tile(types[k], tuple(grid_dims), loop, grid))
+                extended = _with_input(structure, tiles, k, _tile(types[k], tuple(grid_dims), loop, grid),
+                                       ready[position])
                 if extended is not None:
                     size = shape[loop] if loop is not None else loop_size
                     yield from inputs_from(position + 1, placed, {**chosen, k: (grid_dims, loop)}, extended, size)
@@ -163,18 +166,36 @@ def _grid_order_open(chosen: list, grid_rank: int) -> bool:
     return all(prefixes[p] >= prefixes[p + 1] for p in range(grid_rank - 1))
 
 
-def _with_input(structure: BlockStructure, tiles: list, k: int, tile: TensorType) -> list | None:
-    """``tiles`` (tile types of the values known so far) with input ``k`` known and every op that
-    became computable computed; None when an op's tile shapes disagree (symbolic dimension matching)."""
+def _ready_ops(structure: BlockStructure, order) -> list[list[int]]:
+    """Per position in ``order`` (the order inputs are placed in), the ops that become computable
+    once that input is placed (ops are topologically ordered, so one pass finds chains too)."""
+    known: set[int] = set()
+    ready = []
+    n = structure.num_inputs
+    for k in order:
+        known.add(k)
+        now = []
+        for i, (_, args, _) in enumerate(structure.ops):
+            if n + i not in known and all(v in known for v in args):
+                now.append(i)
+                known.add(n + i)
+        ready.append(now)
+    return ready
+
+
+def _with_input(structure: BlockStructure, tiles: list, k: int, tile: TensorType, ready: list[int]) -> list | None:
+    """``tiles`` (tile types of the values known so far) with input ``k`` known and the ``ready`` ops
+    (those it makes computable) computed; None when an op's tile shapes disagree (symbolic dimension
+    matching)."""
     tiles = list(tiles)
     tiles[k] = tile
     n = structure.num_inputs
-    for i, (kind, args, attrs) in enumerate(structure.ops):
-        if tiles[n + i] is None and all(tiles[v] is not None for v in args):
-            out = _infer(kind, attrs, tuple(tiles[v] for v in args))
-            if out is None:
-                return None
-            tiles[n + i] = out
+    for i in ready:
+        kind, args, attrs = structure.ops[i]
+        out = _infer(kind, attrs, tuple(tiles[v] for v in args))
+        if out is None:
+            return None
+        tiles[n + i] = out
     return tiles
 
 
@@ -185,12 +206,24 @@ def _tile(t: TensorType, grid_dims: tuple, loop_dim: int | None, grid: tuple) ->
     return t.with_shape(tile_dim(d, row, grid, i == loop_dim, loop) for i, (d, row) in enumerate(zip(t.shape, imap)))
 
 
-@functools.lru_cache(maxsize=1 << 16)
+_INFERRED: dict[tuple, TensorType | None] = {}
+
+
 def _infer(kind: OpKind, attrs: Attrs, operands: tuple[TensorType, ...]) -> TensorType | None:
+    """An op's tile type, memoized: the map search asks the same question ~10^5 times per region
+    (keyed by the kind's value: an Enum member hashes in Python)."""
+    key = (kind.value, attrs, operands)
+    found = _INFERRED.get(key, _INFERRED)
+    if found is not _INFERRED:
+        return found
+    if len(_INFERRED) > 1 << 17:
+        _INFERRED.clear()
     try:
-        return infer_types(kind, attrs, operands, f"block {kind}")
+        found = infer_types(kind, attrs, operands, f"block {kind}")
     except IRError:
-        return None
+        found = None
+    _INFERRED[key] = found
+    return found
 
 
 def _assembled(tile: TensorType, dims: Sequence[int | None], grid) -> TensorType:

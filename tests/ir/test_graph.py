@@ -317,3 +317,16 @@ def test_instantiate_resolves_map_variables():
     assert instantiate(symbolic, maps={"m": True}) == graph
     with pytest.raises(IRError, match="does not follow from"):
         instantiate(symbolic, maps={"m": False})
+
+
+def test_a_validated_block_graph_is_checked_again_against_other_sources():
+    """Validation is skipped only for the same block graph object and the same source types."""
+    graph = EXAMPLES["tiled_matmul"].concrete()
+    op = graph.custom_kernels[0]
+    sources = [graph.values[v] for v in op.inputs]
+    from prism_jax.ir.graph import validate_block_graph
+    validate_block_graph(op.block, sources)
+    validate_block_graph(op.block, sources)  # remembered
+    wrong = [t(*(2 * d for d in s.shape)) for s in sources]
+    with pytest.raises(IRError):
+        validate_block_graph(op.block, wrong)

@@ -195,3 +195,23 @@ def test_block_offsets_grid_major_loop_minor():
     # dim split over grid dims 0 and 2 (extents 2 and 4) then the loop (3): block (1, *, 2), iteration 1
     assert block_offsets((True, False, True), (2, 5, 4), (1, 3, 2), True, 3, 1) == ((1 * 4 + 2) * 3 + 1, 24)
     assert block_offsets((False,), (4,), (3,)) == (0, 1)
+
+
+def test_cached_hashes_stay_in_their_process():
+    """Monos and tensor types cache their hash; a pickled copy (sent to a search worker, whose string
+    hashes differ) must hash afresh, equal to the original."""
+    import pickle
+    import subprocess
+    import sys
+
+    from prism_jax.ir import DType, TensorType
+
+    size = sym("D") / (sym("gx") * 4)
+    tile = TensorType((size, 8), DType.FLOAT32)
+    table = {tile: "tile", size: "size"}
+    data = pickle.dumps((tile, size))
+    code = ("import pickle, sys; tile, size = pickle.loads(sys.stdin.buffer.read()); "
+            "print({tile: 1}[pickle.loads(pickle.dumps(tile))], hash(size) == hash(size * 1))")
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, check=True).stdout
+    assert out.split() == [b"1", b"True"]
+    assert table[pickle.loads(data)[0]] == "tile" and table[pickle.loads(data)[1]] == "size"
