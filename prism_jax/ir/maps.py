@@ -57,7 +57,9 @@ def loop_map(rank: int, dim: int | None) -> tuple[bool, ...]:
 
 
 def is_concrete_map(entries) -> bool:
-    return all(isinstance(e, bool) for e in _flat(entries))
+    if isinstance(entries, tuple):  # a matrix or a row (hot: every validation and cost estimate asks)
+        return all(is_concrete_map(e) if isinstance(e, tuple) else e is True or e is False for e in entries)
+    return entries is True or entries is False
 
 
 def map_variables(entries) -> tuple[MapVar, ...]:
@@ -66,6 +68,8 @@ def map_variables(entries) -> tuple[MapVar, ...]:
 
 def substitute_map(entries, assignment: Mapping[str, bool]):
     """Resolve map variables; unknown ones stay symbolic."""
+    if not assignment:
+        return entries
     if isinstance(entries, tuple):
         return tuple(substitute_map(e, assignment) for e in entries)
     if isinstance(entries, MapVar) and entries.name in assignment:

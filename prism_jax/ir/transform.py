@@ -46,6 +46,8 @@ def _map_graph(graph: KernelGraph, size: Callable[[Any], Any], attr: Callable[[A
 
 
 def _type(t: TensorType, size: Callable[[Any], Any]) -> TensorType:
+    if all(type(d) is int for d in t.shape):  # nothing to bind
+        return t
     return t.with_shape(size(d) for d in t.shape)
 
 

@@ -62,7 +62,9 @@ class TensorType:
     _hash: int | None = dataclasses.field(default=None, init=False, repr=False, compare=False)  # on first use
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(normalize(d) for d in self.shape))
+        shape = self.shape
+        if type(shape) is not tuple or any(type(d) is not int for d in shape):  # ints (the common case) are normal
+            object.__setattr__(self, "shape", tuple(normalize(d) for d in shape))
 
     def __hash__(self) -> int:
         if self._hash is None:

@@ -80,3 +80,20 @@ def test_native_cpu_kernels_stream_their_weights():
     streamed_ok = ranked_sizes(symbolic, cpu, sizes, limit=1000, rules=NATIVE_CPU)
     plain_ok = ranked_sizes(symbolic, cpu, sizes, limit=1000, rules=TileRules())
     assert {tuple(sorted(r.sizes.items())) for r in plain_ok} < {tuple(sorted(r.sizes.items())) for r in streamed_ok}
+
+
+def test_sizes_are_costed_without_revalidation_and_indivisible_ones_are_skipped():
+    """Ranking binds sizes without validating the graph again: binding itself must reject sizes that
+    do not divide the dims they split, and the estimate must be the validated instance's."""
+    from prism_jax.cost.sizing import _cost
+    from prism_jax.ir import instantiate
+
+    example = EXAMPLES["rmsnorm_matmul"]
+    graph = example.symbolic()
+    rules = TileRules.for_device(H100_SXM)
+    env = example.env(example.tilings[0])
+    ranked = _cost(graph, env, H100_SXM, rules)
+    assert ranked is not None
+    assert ranked.estimate.seconds == estimate(instantiate(graph, env), H100_SXM,
+                                               rules.streamed_matmul_operands).seconds
+    assert _cost(graph, {**env, "gx": 3}, H100_SXM, rules) is None  # 3 does not divide n = 4
