@@ -169,7 +169,7 @@ class _Extender:
         if kind == OpKind.EXP and self.guarded_exp and not self._is_op(partial, args[0], OpKind.SUB):
             stats.pruned_numerics += 1
             return None
-        value = self._value(kind, attrs, args, values, len(partial.ops), key[2])
+        value = self._value(kind, attrs, args, values, len(partial.ops))
         if value is None:
             stats.ill_typed += 1
             return None
@@ -239,10 +239,10 @@ class _Extender:
         return {a for a in partial.ops[position][1] if a < self.num_inputs}
 
     def _value(self, kind: OpKind, attrs: Attrs, args: tuple[int, ...], values: tuple[_Value, ...],
-               position: int, attrs_text: str) -> _Value | None:
+               position: int) -> _Value | None:
         operands = tuple(values[a] for a in args)
-        # strings hash in C; an Enum member or an Attrs hashes in Python, and this runs ~10^5 times a second
-        memo_key = (kind.value, attrs_text, tuple(v.cid for v in operands))
+        # the kind's value: an Enum member hashes in Python, and this runs ~10^5 times a second
+        memo_key = (kind.value, attrs, tuple(v.cid for v in operands))
         if memo_key not in self._typed:  # building egglog terms is the costly part: once per expression
             self._typed[memo_key] = self._type_and_term(kind, attrs, operands)
         typed = self._typed[memo_key]
