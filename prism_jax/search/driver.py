@@ -28,7 +28,7 @@ import pickle
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from prism_jax.cost import GPUS, H100_SXM, DeviceSpec, Ranked, best_sizes, host_cpu
 from prism_jax.ir import IRError, KernelGraph, OpKind, content_hash, format_kernel_graph, from_json, to_json
@@ -334,13 +334,10 @@ def _search_core(name: str, symbolic: KernelGraph, problem: SearchProblem, sizes
     parallel_dims = sum(d != 1 for d in problem.core.output_types[0].shape)
     grid_ranks = tuple(range(1, max(1, min(3, parallel_dims)) + 1))
 
-    structures = _enumerate(problem.core, config, stats, start, progress)
-    stats.seconds["enumerate"] = time.perf_counter() - start
-
-    phase_start = time.perf_counter()
+    # the first start points' structures are screened while worker processes still enumerate the others
+    batches = _enumerate_batches(problem.core, config, stats, start, progress)
     screen_deadline = start + config.time_limit_s * config.screening_share
-    screened = _screen(structures, problem.core, grid_ranks, stats, screen_deadline, progress, device.onchip_bytes)
-    stats.seconds["maps + fingerprint"] = time.perf_counter() - phase_start
+    screened = _screen(batches, problem.core, grid_ranks, stats, screen_deadline, progress, device.onchip_bytes)
 
     phase_start = time.perf_counter()
     ranked = []
@@ -363,28 +360,48 @@ def _search_core(name: str, symbolic: KernelGraph, problem: SearchProblem, sizes
 
 def _enumerate(core: KernelGraph, config: SearchConfig, stats: SearchStats, start: float,
                progress: Progress | None) -> list:
+    """Every structure, in start-point order."""
+    return [s for batch in _enumerate_batches(core, config, stats, start, progress) for s in batch]
+
+
+def _enumerate_batches(core: KernelGraph, config: SearchConfig, stats: SearchStats, start: float,
+                       progress: Progress | None) -> Iterator[list]:
+    """New structures in start-point order, in batches: each as soon as its start points and every
+    earlier one are enumerated (in worker processes when there are several). Stats are final once the
+    generator is exhausted or closed."""
     budget = config.time_limit_s * config.enumeration_share
     points = count_start_points(core)
     workers = min(config.worker_count(), points - 1)  # the seed (start point 0) shares the first worker
     if workers > 1:
-        structures = _enumerate_in_processes(core, config, budget, points, workers, stats)
+        batches = _enumerate_in_processes(core, config, budget, points, workers, stats)
     else:
-        structures = list(itertools.islice(enumerate_structures(core, config.enumeration_config(budget),
-                                                                stats.enumeration), config.max_structures))
-    structures = list(dict.fromkeys(structures))  # start points in other processes may meet the same one
-    if progress:
-        progress("enumerate", len(structures), len(structures))
-    stats.structures = len(structures)
-    stats.timed_out |= stats.enumeration.timed_out
-    return structures
+        batches = iter([list(itertools.islice(enumerate_structures(core, config.enumeration_config(budget),
+                                                                   stats.enumeration), config.max_structures))])
+    seen: dict = {}  # start points in other processes may meet the same structure
+    try:
+        for batch in batches:
+            new = [s for s in dict.fromkeys(batch) if s not in seen][:config.max_structures - len(seen)]
+            seen.update(dict.fromkeys(new))
+            if new:
+                yield new
+    finally:
+        if hasattr(batches, "close"):  # a closed generator stops waiting for the other workers' results
+            batches.close()
+        if progress:
+            progress("enumerate", len(seen), len(seen))
+        stats.structures = len(seen)
+        stats.timed_out |= stats.enumeration.timed_out
+        stats.seconds["enumerate"] = time.perf_counter() - start
 
 
 def _enumerate_in_processes(core: KernelGraph, config: SearchConfig, budget_s: float, points: int, workers: int,
-                            stats: SearchStats) -> list:
-    """Start points spread over worker processes, results merged in start-point order (deterministic
-    for a given worker count; the same structures for any count whenever no start point runs out of
-    time). The first worker runs the seed (start point 0, instant) and the start point with every
-    prologue (the smallest programs) with the whole budget; the others share the remaining points."""
+                            stats: SearchStats) -> Iterator[list]:
+    """Start points spread over worker processes, their structures yielded in start-point order
+    (deterministic for a given worker count; the same structures for any count whenever no start
+    point runs out of time), each batch once every earlier start point is done. The first worker runs
+    the seed (start point 0, instant) and the start point with every prologue (the smallest programs)
+    with the whole budget, so the most promising structures come first; the others share the
+    remaining points."""
     tasks: list[list] = [[] for _ in range(workers)]
     tasks[0] = [(k, budget_s) for k in range(min(2, points))]
     rest = list(range(2, points))
@@ -394,15 +411,19 @@ def _enumerate_in_processes(core: KernelGraph, config: SearchConfig, budget_s: f
     tasks = [batch for batch in tasks if batch]
     payloads = [pickle.dumps([(core, config.enumeration_config(share), k, config.max_structures)
                               for k, share in batch]) for batch in tasks]
+    order = sorted(k for batch in tasks for k, _ in batch)
+    by_point: dict[int, list] = {}
     with concurrent.futures.ThreadPoolExecutor(len(payloads)) as pool:  # each thread feeds and drains one worker
-        batches = list(pool.map(_run_worker, payloads))
-    by_point = {k: result for batch, results in zip(tasks, batches) for (k, _), result in zip(batch, results)}
-    structures = []
-    for k in sorted(by_point):
-        found, part = by_point[k]
-        structures.extend(found)
-        stats.enumeration.add(part)
-    return structures[:config.max_structures]
+        futures = {pool.submit(_run_worker, payload): batch for payload, batch in zip(payloads, tasks)}
+        for future in concurrent.futures.as_completed(futures):
+            for (k, _), (found, part) in zip(futures[future], future.result()):
+                by_point[k] = found
+                stats.enumeration.add(part)
+            ready = []
+            while order and order[0] in by_point:
+                ready.extend(by_point.pop(order.pop(0)))
+            if ready:
+                yield ready
 
 
 def _run_worker(payload: bytes) -> list:
@@ -426,15 +447,39 @@ def smallest_footprint(graph: KernelGraph) -> int:
     return footprint
 
 
-def _screen(structures: list, core: KernelGraph, grid_ranks: tuple[int, ...], stats: SearchStats, deadline: float,
-            progress: Progress | None, onchip_bytes: int) -> list[tuple[int, KernelGraph]]:
-    """Every map assignment of every structure, through the fingerprint; the survivors."""
+def _screen(structures: list | Iterator[list], core: KernelGraph, grid_ranks: tuple[int, ...], stats: SearchStats,
+            deadline: float, progress: Progress | None, onchip_bytes: int) -> list[tuple[int, KernelGraph]]:
+    """Every map assignment of every structure (a list, or batches of them as they are enumerated),
+    through the fingerprint; the survivors. Records its busy seconds as "maps + fingerprint"."""
+    busy = 0.0
+    batches = iter([structures]) if isinstance(structures, list) else structures
+    seen: list = []
+    survivors: list = []
+    try:
+        for batch in batches:
+            phase_start = time.perf_counter()
+            first = len(seen)
+            seen.extend(batch)
+            done = _screen_batch(seen, first, core, grid_ranks, stats, deadline, progress, onchip_bytes, survivors)
+            busy += time.perf_counter() - phase_start
+            if not done:
+                break
+    finally:
+        if hasattr(batches, "close"):
+            batches.close()
+        stats.seconds["maps + fingerprint"] = busy
+    return survivors
+
+
+def _screen_batch(structures: list, first: int, core: KernelGraph, grid_ranks: tuple[int, ...], stats: SearchStats,
+                  deadline: float, progress: Progress | None, onchip_bytes: int, survivors: list) -> bool:
+    """Screens ``structures[first:]`` into ``survivors``; False when the deadline stopped it."""
     fingerprint = FingerprintVerifier(FingerprintConfig(trials=1))  # a filter: the e-graph has the last word
-    survivors = []
-    for index, structure in enumerate(structures):
+    for index in range(first, len(structures)):
+        structure = structures[index]
         if time.perf_counter() > deadline and survivors:  # past the deadline only while nothing survived
             stats.timed_out = True
-            break
+            return False
         if progress:
             progress("maps", index + 1, len(structures))
         assignments = (a for rank in grid_ranks for a in parallel_assignments(structure, core, rank))
@@ -462,7 +507,7 @@ def _screen(structures: list, core: KernelGraph, grid_ranks: tuple[int, ...], st
                     continue
                 stats.plausible += 1
                 survivors.append((index, split))
-    return survivors
+    return True
 
 
 def _prove(ranked: list, problem: SearchProblem, config: SearchConfig, stats: SearchStats, deadline: float,

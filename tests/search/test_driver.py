@@ -216,6 +216,23 @@ def test_worker_processes_find_the_same_structures_in_the_same_order():
     assert found[1] == found[2] and len(found[1]) > 1
 
 
+def test_structures_arrive_in_batches_that_screening_can_stop_early():
+    """Worker processes' structures come in start-point order as their start points finish (screening
+    starts on the first while the others still run; the order is the previous test's); closing the
+    stream early waits for the workers and leaves final stats."""
+    from prism_jax.search.driver import SearchStats, _enumerate_batches
+    from prism_jax.search.problem import SearchProblem
+
+    _, _, region = _region("rmsnorm_matmul")
+    core = SearchProblem.of(symbolize(region)[0]).core
+    config = SearchConfig(workers=2, use_cache=False)
+    stats = SearchStats()
+    stream = _enumerate_batches(core, config, stats, time.perf_counter(), None)
+    first = next(stream)
+    stream.close()
+    assert stats.structures == len(first) > 0 and "enumerate" in stats.seconds
+
+
 @pytest.mark.parametrize("name", ["swiglu", "rmsnorm_matmul"])
 def test_bfloat16_regions_are_searched_in_float32_and_convert_tiles_at_load_and_store(name):
     """A bf16 region upcasts around its reductions: the search works on its float32 form with those
