@@ -104,10 +104,11 @@ def test_attention_finds_the_flash_kernel_and_the_split_kv_program():
 @pytest.mark.slow
 def test_qknorm_attention_keeps_both_norms_inside_the_attention_kernel():
     _, _, region = _region("qknorm_attention")
-    # the enumeration is bounded by time, not by count: the fused kernel is its 52nd structure, reached
-    # after ~55 s on two free cores (a 2-core AMD EPYC, Zen 3); with one core's worth (a loaded CI machine,
-    # the other test worker busy) a 100 s limit ended after 34 structures, without it, so the limit is
-    # generous (the time target is the benchmark's, not this structural test's)
+    # the enumeration is bounded by time, not by count: the fused kernel is the 52nd structure of the
+    # every-prologue start point, which completes in ~10 s in one process on a 2-core AMD EPYC (Zen 3;
+    # ~55 s before the node index and bulk order rule of 2026-12-03, when a 100 s limit on a loaded CI
+    # machine ended after 34 structures without it), so the limit is generous (the time target is the
+    # benchmark's, not this structural test's)
     found = search_region(region, dataclasses.replace(NO_CACHE, time_limit_s=220.0))
     best_single = next(c for c in found.candidates if not is_split(c.graph))
     block = _fused_block(best_single)
