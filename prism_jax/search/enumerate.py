@@ -160,12 +160,11 @@ class _Extender:
 
     def extend(self, partial: _Partial, kind: OpKind, attrs: Attrs, args: tuple[int, ...],
                attrs_text: str | None = None) -> _Partial | None:
+        """``partial`` with one more op, or None when a pruning rule rejects it. The canonical-order
+        rule is the caller's: :func:`_ordered_arguments` applies it to whole argument lists (prologue
+        ops, added with blank order keys, are exempt)."""
         stats, values = self.stats, partial.values
         key = (kind.value, args, str(attrs) if attrs_text is None else attrs_text)
-        last = max((values[a].position for a in args), default=-1)
-        if last + 1 < len(partial.ops) and partial.suffix_max[last + 1] >= key:
-            stats.pruned_order += 1
-            return None
         if kind == OpKind.EXP and self.guarded_exp and not self._is_op(partial, args[0], OpKind.SUB):
             stats.pruned_numerics += 1
             return None
@@ -460,8 +459,8 @@ def _ancestors(value: int, defining: dict) -> list[Op] | None:
 
 def _ordered_arguments(kind: OpKind, attrs_text: str, operands: list[int], positions: list[int],
                        suffix_max: tuple[tuple, ...], square: bool, stats: EnumerationStats) -> list[tuple[int, ...]]:
-    """The argument tuples of ``kind`` that pass the canonical-order rule (the first check of
-    :meth:`_Extender.extend`, applied here in bulk because it rejects most tuples): an op whose last
+    """The argument tuples of ``kind`` that pass the canonical-order rule (checked here, before any
+    extension, because it rejects most tuples; kinds of a blocked prefix in bulk): an op whose last
     operand is defined at position p must have a key above every key from p + 1 on. ``suffix_max``
     never increases, so a prefix of positions has only larger kinds and rules out every tuple whose
     operands all come before it; the tuples kept keep their order."""
