@@ -16,7 +16,6 @@ enumeration order."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
@@ -25,8 +24,6 @@ import logging
 import math
 import os
 import pickle
-import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -35,6 +32,7 @@ from prism_jax.ir import IRError, KernelGraph, OpKind, content_hash, format_kern
 from prism_jax.search.compose import compose
 from prism_jax.search.enumerate import EnumerationConfig, EnumerationStats, count_start_points, enumerate_structures
 from prism_jax.search.maps import build_candidate, parallel_assignments
+from prism_jax.search.pool import shared_pool
 from prism_jax.search.problem import SearchProblem
 from prism_jax.search.split import is_split, split_candidate
 from prism_jax.search.symbolize import symbolize
@@ -413,26 +411,15 @@ def _enumerate_in_processes(core: KernelGraph, config: SearchConfig, budget_s: f
                               for k, share in batch]) for batch in tasks]
     order = sorted(k for batch in tasks for k, _ in batch)
     by_point: dict[int, list] = {}
-    with concurrent.futures.ThreadPoolExecutor(len(payloads)) as pool:  # each thread feeds and drains one worker
-        futures = {pool.submit(_run_worker, payload): batch for payload, batch in zip(payloads, tasks)}
-        for future in concurrent.futures.as_completed(futures):
-            for (k, _), (found, part) in zip(futures[future], future.result()):
-                by_point[k] = found
-                stats.enumeration.add(part)
-            ready = []
-            while order and order[0] in by_point:
-                ready.extend(by_point.pop(order.pop(0)))
-            if ready:
-                yield ready
-
-
-def _run_worker(payload: bytes) -> list:
-    process = subprocess.Popen([sys.executable, "-m", "prism_jax.search.worker"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = process.communicate(payload)
-    if process.returncode != 0:
-        raise RuntimeError(f"search worker failed:\n{err.decode(errors='replace')}")
-    return pickle.loads(out)
+    for index, answer in shared_pool().run(payloads):
+        for (k, _), (found, part) in zip(tasks[index], answer):
+            by_point[k] = found
+            stats.enumeration.add(part)
+        ready = []
+        while order and order[0] in by_point:
+            ready.extend(by_point.pop(order.pop(0)))
+        if ready:
+            yield ready
 
 
 def smallest_footprint(graph: KernelGraph) -> int:
