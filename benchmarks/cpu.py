@@ -14,13 +14,15 @@ left to the GPU harness) x dtype (float32 and bfloat16 unless ``--dtype`` says):
    on XLA (with the tuner's reason) is recorded.
 2. Numerics: each implementation's output is compared with the float32 reference (``jax.jit(fn)`` on
    float32 copies of the inputs, matmuls at "highest" precision); one that fails gets no speed figure.
-3. Time (``--timing loop``, the default): each implementation runs ``--unroll`` calls inside one
-   jitted loop, every call's inputs depending on the previous call's output
+3. Time (``--timing loop``, the default): each implementation runs ``--unroll`` calls, times as many
+   trips as make the fastest implementation's loop last ``--min-loop-ms`` (2 ms; the same trips for
+   every implementation, at most 100), inside one jitted loop, every call's inputs depending on the
+   previous call's output
    (``prism_jax.tune.measure.Chain``: one in-place single-element update per input, so XLA can
    neither hoist a call, nor the weight-only part of one, out of the loop; the loop runs on its own
    copies of the inputs, donated and carried from run to run, so no run copies an input); the loops of the
    implementations are interleaved A, B, A, B, ... after ``--warmup`` runs each, ``--repeats`` rounds of
-   ``--iterations`` loops each; seconds per call = loop time / unroll; median and min over all loops.
+   ``--iterations`` loops each; seconds per call = loop time / (trips x unroll); median and min over all loops.
    This is the time a region costs inside a larger jitted program (an LLM's forward pass), without
    Python dispatch. ``--timing call`` times synchronous calls instead (``block_until_ready`` after
    each), with a third function that only reads one element of every input giving the call overhead
@@ -54,6 +56,7 @@ import ctypes
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import pathlib
 import platform
@@ -93,6 +96,7 @@ TIMING_LOOP = ("seconds per call inside a jitted loop of chained calls (each cal
 TIMING = ("wall time per synchronous call of a jitted executable (block_until_ready after each), "
           "interleaved A, B, A, B, ...; warm caches (every call reads the same inputs)")
 QUICK_LABEL = "quick (tiny shapes, few calls: not a benchmark figure)"
+MAX_TRIPS = 100  # trips of --unroll calls per timed loop at most (see _trips)
 TARGETS = {"geomean_speedup": 1.5, "read_bw_fraction": 0.7}
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd", "sve", "bf16")
@@ -137,13 +141,31 @@ def _time(fns: dict[str, Callable], args: Sequence[Any], settings: "Settings") -
                                    iterations=settings.iterations, repeats=settings.repeats, warmup=settings.warmup)
         overhead = timings.pop("call overhead")["median_s"]
         return {name: {**t, "call_overhead_s": overhead} for name, t in timings.items()}
-    loops = {name: measure.Chain(f, args, 1, settings.unroll) for name, f in fns.items()}
+    trips = _trips(fns, args, settings)
+    loops = {name: measure.Chain(f, args, trips, settings.unroll) for name, f in fns.items()}
     timings = time_interleaved(loops, (), iterations=settings.iterations, repeats=settings.repeats,
                                warmup=settings.warmup)
-    scale = 1.0 / settings.unroll
+    per_loop = trips * settings.unroll
+    scale = 1.0 / per_loop
     return {name: {**t, "median_s": t["median_s"] * scale, "min_s": t["min_s"] * scale, "max_s": t["max_s"] * scale,
-                   "round_medians_s": [r * scale for r in t["round_medians_s"]], "calls": t["calls"] * settings.unroll,
-                   "calls_per_loop": settings.unroll} for name, t in timings.items()}
+                   "round_medians_s": [r * scale for r in t["round_medians_s"]], "calls": t["calls"] * per_loop,
+                   "calls_per_loop": per_loop} for name, t in timings.items()}
+
+
+def _trips(fns: dict[str, Callable], args: Sequence[Any], settings: "Settings") -> int:
+    """Trips of ``unroll`` calls per timed loop: enough that the fastest implementation's loop lasts
+    ``min_loop_s`` (the loop's own launch and wait, ~0.1 ms here, then costs each call of a 10 us
+    kernel under 1 us instead of ~10), the same for every implementation."""
+    if settings.min_loop_s <= 0:
+        return 1
+    fastest = math.inf
+    for f in fns.values():
+        chain = measure.Chain(f, args, 1, settings.unroll)
+        jax.block_until_ready(chain())  # compiles
+        start = time.perf_counter()
+        jax.block_until_ready(chain())
+        fastest = min(fastest, time.perf_counter() - start)
+    return max(1, min(MAX_TRIPS, math.ceil(settings.min_loop_s / fastest)))
 
 
 def _touch_every_input(*args):
@@ -214,6 +236,7 @@ def roofline(row: dict, bytes_per_s: float, flop_per_s: float | None, native_bf1
 class Settings:
     timing: str  # "loop" or "call"
     unroll: int
+    min_loop_s: float
     iterations: int
     repeats: int
     warmup: int
@@ -446,7 +469,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="decode shapes: each workload's first (default) or all of them")
     parser.add_argument("--timing", choices=["loop", "call"], default="loop",
                         help="loop: chained calls inside one jitted loop (default); call: synchronous calls")
-    parser.add_argument("--unroll", type=int, default=10, help="calls per timed loop (--timing loop)")
+    parser.add_argument("--unroll", type=int, default=10, help="calls per trip of the timed loop (--timing loop)")
+    parser.add_argument("--min-loop-ms", type=float, default=2.0,
+                        help="trips per timed loop: enough for the fastest implementation's loop to last this "
+                             "long (0: one trip; --timing loop)")
     parser.add_argument("--iterations", type=int,
                         help="timed loops (or calls) per round per implementation (default 50; quick 5)")
     parser.add_argument("--repeats", type=int, help="rounds (default 5; quick 2)")
@@ -468,7 +494,7 @@ def settings_from(ns: argparse.Namespace) -> Settings:
         tune = prism_jax.TuneConfig(candidates=1, sizes_per_candidate=1, iterations=10, repeats=1, warmup=1)
     else:
         search, tune = prism_jax.SearchConfig(time_limit_s=ns.time_limit, progress=False), prism_jax.TuneConfig()
-    return Settings(ns.timing, max(1, ns.unroll), pick(ns.iterations, 20 if ns.timing == "loop" else 50, 5), pick(ns.repeats, 5, 2), pick(ns.warmup, 3, 1), quick, search, tune)
+    return Settings(ns.timing, max(1, ns.unroll), max(0.0, ns.min_loop_ms) / 1e3, pick(ns.iterations, 20 if ns.timing == "loop" else 50, 5), pick(ns.repeats, 5, 2), pick(ns.warmup, 3, 1), quick, search, tune)
 
 
 def selected_shapes(workload, which: str, quick: bool) -> list:
@@ -562,7 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with common.prism_cache(ns.cache_dir, "prism_jax_cpu_bench_") as cache:
         rows, measured = run_all(names, dtypes, ns.shapes, settings, cpu["isa"])
     header = {"harness": "benchmarks/cpu.py", "quick": settings.quick, "timing": TIMING_LOOP if settings.timing == "loop" else TIMING,
-              "unroll": settings.unroll if settings.timing == "loop" else None, "date": common.utc_now(),
+              "unroll": settings.unroll if settings.timing == "loop" else None,
+              "min_loop_s": settings.min_loop_s if settings.timing == "loop" else None, "date": common.utc_now(),
               "command": common.command_line("benchmarks/cpu.py", argv), "cpu": cpu,
               "jax_backend": jax.default_backend(), "versions": common.package_versions(), "git": common.git_commit(),
               "workloads": names, "dtypes": dtypes, "shapes": "small (quick)" if settings.quick else ns.shapes,
