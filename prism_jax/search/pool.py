@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import os
 import pickle
 import subprocess
 import sys
@@ -78,6 +79,7 @@ class WorkerPool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle: list[Worker] = []
+        self._pid = os.getpid()
         self.started = 0  # workers started over the pool's life
 
     def run(self, payloads: Sequence[bytes]) -> Iterator[tuple[int, list]]:
@@ -91,9 +93,16 @@ class WorkerPool:
     def close(self) -> None:
         """Close the idle workers (busy ones are closed when they return)."""
         with self._lock:
-            idle, self._idle = self._idle, []
+            idle, self._idle = self._own_idle(), []
         for worker in idle:
             worker.close()
+
+    def _own_idle(self) -> list[Worker]:
+        """The idle workers, unless this is a fork of the process that started them: their pipes are the
+        parent's too, so a request from here would cross its own; the fork starts its own workers."""
+        if os.getpid() != self._pid:
+            self._idle, self._pid = [], os.getpid()
+        return self._idle
 
     def _run_one(self, payload: bytes) -> list:
         worker = self._acquire()
@@ -105,8 +114,9 @@ class WorkerPool:
     def _acquire(self) -> Worker:
         stale = []
         with self._lock:
-            while self._idle:
-                worker = self._idle.pop()
+            idle = self._own_idle()
+            while idle:
+                worker = idle.pop()
                 if worker.alive and time.monotonic() - worker.idle_since < REUSE_WITHIN_S:
                     break
                 stale.append(worker)

@@ -78,3 +78,14 @@ def test_closing_the_answers_early_waits_for_the_requests_in_flight_and_keeps_th
     next(answers)
     answers.close()
     assert len(pool._idle) == 2 and all(worker.alive for worker in pool._idle)
+
+
+def test_a_forked_process_starts_workers_of_its_own(pool):
+    """After a fork the idle workers' pipes are shared with the parent: the child must not use them
+    (simulated by the pool's recorded pid), nor close them."""
+    run_all(pool, [pickle.dumps([])])
+    inherited = pool._idle[0]
+    pool._pid = -1
+    assert run_all(pool, [pickle.dumps([])]) == {0: []}
+    assert pool.started == 2 and inherited.alive and inherited not in pool._idle
+    inherited.close()
