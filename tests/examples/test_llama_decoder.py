@@ -45,8 +45,9 @@ def load_example():
 
 @pytest.mark.slow
 def test_example_prefill_and_decode_match_jit_in_both_dtypes_and_through_grad_and_vmap():
-    """One test, so that one cache serves it all: the bfloat16 regions reuse their float32 twins'
-    searches, and the gradient's prefill block is the float32 run's (a hit)."""
+    """One test, so that one cache serves it all: a bfloat16 region reuses its float32 twin's search of
+    the whole region (the parts of a composed region are cut elsewhere around the converts and are
+    searched again), and the gradient's prefill block is the float32 run's (a hit)."""
     example = load_example()
     for dtype, tolerance in ((jnp.float32, 1e-4), (jnp.bfloat16, 0.1)):
         results = example.run(dtype, time_limit_s=8.0, verbose=False)
