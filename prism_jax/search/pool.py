@@ -13,13 +13,12 @@ import concurrent.futures
 import os
 import pickle
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from typing import Iterator, Sequence
 
-from prism_jax.search.worker import IDLE_EXIT_S, read_frame, write_frame
+from prism_jax.search.worker import IDLE_EXIT_S, command, read_frame, write_frame
 
 REUSE_WITHIN_S = IDLE_EXIT_S / 2
 
@@ -33,8 +32,7 @@ class Worker:
 
     def __init__(self) -> None:
         self._stderr = tempfile.TemporaryFile()
-        self.process = subprocess.Popen([sys.executable, "-m", "prism_jax.search.worker"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self._stderr)
+        self.process = subprocess.Popen(command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
         self.idle_since = time.monotonic()
         self.error_text = ""  # the end of its stderr, once closed
 

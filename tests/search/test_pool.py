@@ -2,11 +2,13 @@
 long, and a failing one reports its error without breaking the next request."""
 
 import pickle
+import subprocess
 
 import pytest
 
 from prism_jax.ir.examples import EXAMPLES
 from prism_jax.search import pool as pool_module
+from prism_jax.search import worker as worker_module
 from prism_jax.search.enumerate import EnumerationConfig, enumerate_structures
 from prism_jax.search.pool import WorkerError, WorkerPool
 from prism_jax.search.problem import SearchProblem
@@ -89,3 +91,14 @@ def test_a_forked_process_starts_workers_of_its_own(pool):
     assert run_all(pool, [pickle.dumps([])]) == {0: []}
     assert pool.started == 2 and inherited.alive and inherited not in pool._idle
     inherited.close()
+
+
+def test_a_worker_starts_without_importing_jax_or_the_public_api():
+    """The worker loads only the subpackages it unpickles and runs: prism_jax's ``__init__`` (jax, the
+    frontend, the API) would add over a second to every worker's start."""
+    executable, *rest = worker_module.command()
+    started = subprocess.run([executable, "-X", "importtime", *rest], input=b"", capture_output=True, timeout=120)
+    assert started.returncode == 0, started.stderr.decode()[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in started.stderr.decode().splitlines() if "|" in line}
+    assert "prism_jax.search.enumerate" in imported
+    assert not {"jax", "prism_jax.api", "prism_jax.frontend"} & imported
