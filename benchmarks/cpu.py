@@ -22,7 +22,9 @@ left to the GPU harness) x dtype (float32 and bfloat16 unless ``--dtype`` says):
    neither hoist a call, nor the weight-only part of one, out of the loop; the loop runs on its own
    copies of the inputs, donated and carried from run to run, so no run copies an input); the loops of the
    implementations are interleaved A, B, A, B, ... after ``--warmup`` runs each, ``--repeats`` rounds of
-   ``--iterations`` loops each; seconds per call = loop time / (trips x unroll); median and min over all loops.
+   ``--iterations`` loops each, every timed loop right after an untimed run of the same loop (A, A, B,
+   B, ...: XLA's intra-op pool keeps a thread spinning for ~5-9 ms after a program that used it, which
+   on 2 cores cost the next implementation's 20 ms loop ~9 ms); seconds per call = loop time / (trips x unroll); median and min over all loops.
    This is the time a region costs inside a larger jitted program (an LLM's forward pass), without
    Python dispatch. ``--timing call`` times synchronous calls instead (``block_until_ready`` after
    each), with a third function that only reads one element of every input giving the call overhead
@@ -92,7 +94,7 @@ TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2}  # max |error| / max(1, max |ref
 TOLERANCE_NOTE = ("max |out - reference| / max(1, max |reference|); the reference is float32 at 'highest' "
                   "matmul precision on the same (rounded) inputs")
 TIMING_LOOP = ("seconds per call inside a jitted loop of chained calls (each call's inputs depend on the previous "
-               "output), loops interleaved A, B, A, B, ...; warm caches (every call reads the same inputs)")
+               "output), loops interleaved A, B, A, B, ..., each timed right after an untimed run of itself; warm caches (every call reads the same inputs)")
 TIMING = ("wall time per synchronous call of a jitted executable (block_until_ready after each), "
           "interleaved A, B, A, B, ...; warm caches (every call reads the same inputs)")
 QUICK_LABEL = "quick (tiny shapes, few calls: not a benchmark figure)"
@@ -108,10 +110,13 @@ ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx
 
 
 def time_interleaved(fns: dict[str, Callable], args: Sequence[Any], *, iterations: int, repeats: int,
-                     warmup: int) -> dict[str, dict]:
+                     warmup: int, settle: bool = False) -> dict[str, dict]:
     """Seconds per synchronous call of each function on the same ``args``, calls interleaved
-    (A, B, A, B, ...): ``warmup`` calls each first, then ``repeats`` rounds of ``iterations`` calls each.
-    Per function: median, min and max over all calls, and each round's median (the spread)."""
+    (A, B, A, B, ...): ``warmup`` calls each first, then ``repeats`` rounds of ``iterations`` calls each;
+    with ``settle`` each timed call right after an untimed one of the same function (A, A, B, B, ...),
+    so none is timed in the wake of another (``prism_jax.tune.tuner._settled``: XLA's intra-op pool
+    spins for ~5-9 ms after a program that used it). Per function: median, min and max over all
+    calls, and each round's median (the spread)."""
     for fn in fns.values():
         for _ in range(max(1, warmup)):
             jax.block_until_ready(fn(*args))
@@ -121,6 +126,8 @@ def time_interleaved(fns: dict[str, Callable], args: Sequence[Any], *, iteration
             samples[name].append([])
         for _ in range(max(1, iterations)):
             for name, fn in fns.items():
+                if settle:
+                    jax.block_until_ready(fn(*args))
                 start = time.perf_counter()
                 jax.block_until_ready(fn(*args))
                 samples[name][-1].append(time.perf_counter() - start)
@@ -144,7 +151,7 @@ def _time(fns: dict[str, Callable], args: Sequence[Any], settings: "Settings") -
     trips = _trips(fns, args, settings)
     loops = {name: measure.Chain(f, args, trips, settings.unroll) for name, f in fns.items()}
     timings = time_interleaved(loops, (), iterations=settings.iterations, repeats=settings.repeats,
-                               warmup=settings.warmup)
+                               warmup=settings.warmup, settle=True)
     per_loop = trips * settings.unroll
     scale = 1.0 / per_loop
     return {name: {**t, "median_s": t["median_s"] * scale, "min_s": t["min_s"] * scale, "max_s": t["max_s"] * scale,

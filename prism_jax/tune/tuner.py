@@ -271,8 +271,8 @@ def _not_clearly_faster(kernel_s: float, xla_s: float, config: TuneConfig, again
 
 def _device_times(fns: Sequence[Callable], args: Sequence[Any], config: TuneConfig) -> list[float]:
     """Seconds per call of each program: after a warm-up each, rounds that time every program once in
-    turn (A, B, C, A, B, C, ...), so a noisy moment of a shared machine hits them all; the median
-    round counts. At least ``repeats`` rounds, more while they fit ``timing_budget_s`` (the first
+    turn (A, B, C, A, B, C, ...; each timed loop right after an untimed one, :func:`_settled`), so a
+    noisy moment of a shared machine hits them all; the median round counts. At least ``repeats`` rounds, more while they fit ``timing_budget_s`` (the first
     round tells how long one takes; up to ``max_repeats``): the median of a few ~2 ms loops of a
     20 µs kernel was too noisy to rank thread counts. One at a time: timings must not overlap.
     ``fns[0]`` (XLA's program, run before) sets the calls per loop (:func:`_calls_per_loop`)."""
@@ -282,12 +282,21 @@ def _device_times(fns: Sequence[Callable], args: Sequence[Any], config: TuneConf
     for timer in timers:
         for _ in range(max(1, config.warmup)):
             timer()
-    rounds = [[timer() for timer in timers]]
-    round_s = sum(rounds[0]) * iterations
+    rounds = [[_settled(timer) for timer in timers]]
+    round_s = 2 * sum(rounds[0]) * iterations  # each timed loop and its settling run
     wanted = math.floor(config.timing_budget_s / round_s) if round_s > 0 else config.max_repeats
     for _ in range(min(max(config.repeats, wanted), max(config.repeats, config.max_repeats)) - 1):
-        rounds.append([timer() for timer in timers])
+        rounds.append([_settled(timer) for timer in timers])
     return [float(np.median(column)) for column in zip(*rounds)]
+
+
+def _settled(timer: Callable[[], float]) -> float:
+    """A timed run of ``timer``'s loop right after an untimed one, so it starts in its own steady state
+    rather than in the last program's wake: XLA:CPU's intra-op pool keeps a thread spinning for ~5-9 ms
+    after a program that used it, which on 2 cores cost the next program's 20 ms loop ~9 ms (GQA float32
+    after XLA's: 2632 vs 1759 µs per call), a bias against whichever kernel is timed right after XLA."""
+    timer()
+    return timer()
 
 
 def _calls_per_loop(reference: Callable, args: Sequence[Any], config: TuneConfig) -> int:

@@ -41,6 +41,21 @@ def test_time_interleaved_counts_every_call_of_every_function():
         assert 0 < t["min_s"] <= t["median_s"] <= t["max_s"]
 
 
+def test_settled_timing_runs_each_function_untimed_right_before_its_timed_call():
+    order = []
+
+    def make(name):
+        def fn(x):
+            order.append(name)
+            return x + 1
+        return fn
+
+    timings = cpu.time_interleaved({"a": make("a"), "b": make("b")}, (jnp.ones(4),), iterations=2, repeats=1, warmup=1,
+                                   settle=True)
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 2
+    assert all(t["calls"] == 2 for t in timings.values())  # the untimed runs are not counted
+
+
 def test_read_bandwidth_names_the_fastest_reader():
     bandwidth = cpu.read_bandwidth(1 << 20, calls=2, warmup=1)
     assert bandwidth["array_bytes"] == 1 << 20

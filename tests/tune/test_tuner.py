@@ -140,7 +140,7 @@ def test_device_times_interleave_programs_in_rounds_and_take_the_median(monkeypa
     """Every round times each program once, in order; a slow moment in one round does not decide."""
     import prism_jax.tune.tuner as tuner
 
-    order, slow_round = [], {3}  # the kernel's run in the first timed round (after 2 warm-ups) is slow
+    order, slow_round = [], {5}  # the kernel's timed run in the first round (after 2 warm-ups) is slow
 
     def timer(fn, args, **kwargs):
         def run():
@@ -151,14 +151,16 @@ def test_device_times_interleave_programs_in_rounds_and_take_the_median(monkeypa
     monkeypatch.setattr(tuner, "ChainTimer", timer)
     monkeypatch.setattr(tuner, "_calls_per_loop", lambda reference, args, config: config.iterations)
     times = tuner._device_times(["xla", "kernel"], (), TuneConfig(warmup=1, repeats=3, timing_budget_s=0))
-    assert order == ["xla", "kernel"] * 4  # warm-up pass, then three rounds
+    # a warm-up pass, then three rounds: each program's timed run right after an untimed one
+    assert order == ["xla", "kernel"] + ["xla", "xla", "kernel", "kernel"] * 3
     assert times == [pytest.approx(1e-3), pytest.approx(0.9e-3)]
 
 
-@pytest.mark.parametrize("seconds,rounds", [(20e-6, 25), (200e-6, 6), (5e-3, 3)])
+@pytest.mark.parametrize("seconds,rounds", [(20e-6, 25), (100e-6, 6), (5e-3, 3)])
 def test_short_programs_get_more_rounds_within_the_timing_budget(monkeypatch, seconds, rounds):
-    """Rounds beyond ``repeats`` while they fit ``timing_budget_s`` (a round of two 100-call loops
-    of a 20 µs program takes 4 ms: 62 fit 0.25 s, capped at 25), never fewer than ``repeats``."""
+    """Rounds beyond ``repeats`` while they fit ``timing_budget_s`` (a round of two programs' 100-call
+    loops, each timed after an untimed one, takes 8 ms for a 20 µs program: 31 fit 0.25 s, capped at
+    25; 40 ms for a 100 µs one: 6), never fewer than ``repeats``."""
     import prism_jax.tune.tuner as tuner
 
     runs = []
@@ -172,7 +174,7 @@ def test_short_programs_get_more_rounds_within_the_timing_budget(monkeypatch, se
     monkeypatch.setattr(tuner, "ChainTimer", timer)
     monkeypatch.setattr(tuner, "_calls_per_loop", lambda reference, args, config: config.iterations)
     tuner._device_times(["xla", "kernel"], (), TuneConfig(warmup=1))
-    assert len(runs) == 2 * (1 + rounds)
+    assert len(runs) == 2 + 4 * rounds
 
 
 def test_slow_regions_are_timed_in_loops_of_fewer_calls():
