@@ -27,8 +27,23 @@ class Explanation:
     def rows(self) -> list[tuple[str, ...]]:
         rows = [("region", "runs", "kernels", "proof", "tiles", "kernel time", "XLA time", "search+tune", "cache")]
         for p in self.plan.regions:
-            rows.append(_row(p))
+            row = _row(p)
+            if p.uses_kernel and not self.plan.runs_kernels:  # found and tuned, but the program runs jax.jit's
+                row = (row[0], "XLA (program)") + row[2:]
+            rows.append(row)
         return rows
+
+    def program_line(self) -> str:
+        """The whole-program check's verdict ('' where none ran: interpret mode, no kernels, or a
+        program that is a single region)."""
+        check = self.plan.program_check
+        if check is None:
+            return ""
+        cached = " (cached)" if check.cache_hit else ""
+        if check.keeps_kernels:
+            return (f"whole program{cached}: {_us(check.kernels_s)} with its kernels vs jax.jit's {_us(check.xla_s)} "
+                    "per call: the kernels run")
+        return f"whole program{cached}: {check.reason}"
 
     def table(self) -> str:
         rows = self.rows()
@@ -40,6 +55,8 @@ class Explanation:
         if self.plan.note:
             return f"{head}\n{self.plan.note}"
         parts = [head, self.table()]
+        if self.program_line():
+            parts.append(self.program_line())
         for p in self.plan.regions:
             parts.append(f"\n== {p.region.name}: " + ("kernel" if p.uses_kernel else f"XLA — {p.note}"))
             if p.uses_kernel:
@@ -63,7 +80,7 @@ class Explanation:
         rows = self.rows()
         header = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-        details = []
+        details = [f"<div>{html.escape(self.program_line())}</div>"] if self.program_line() else []
         for p in self.plan.regions:
             if p.uses_kernel:
                 details.append(f"<details><summary>{html.escape(p.region.name)}: chosen sGraph</summary><pre>"

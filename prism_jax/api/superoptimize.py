@@ -9,6 +9,8 @@ import concurrent.futures
 import dataclasses
 import enum
 import functools
+import hashlib
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -21,7 +23,8 @@ from prism_jax.frontend import Region, TracedProgram, trace
 from prism_jax.frontend.to_jax import kernel_graph_fn
 from prism_jax.search import RegionSearch, SearchConfig, search_region
 from prism_jax.search.driver import HOST
-from prism_jax.tune import Choice, Emitter, Target, TuneConfig, tune_region
+from prism_jax.ir import content_hash
+from prism_jax.tune import Choice, Emitter, ProgramCheck, Target, TuneConfig, check_program, tune_region
 
 if TYPE_CHECKING:
     from prism_jax.api.explain import Explanation
@@ -88,6 +91,13 @@ class Plan:
     traced: TracedProgram | None
     regions: tuple[RegionPlan, ...]
     call: Callable[..., Any]  # jitted, on the flat dynamic leaves
+    program_check: ProgramCheck | None = None  # the rewrite timed whole against jax.jit (devices only)
+
+    @property
+    def runs_kernels(self) -> bool:
+        """Whether the regions' kernels run (a program slower as a whole runs jax.jit's instead)."""
+        kept = self.program_check is None or self.program_check.keeps_kernels
+        return kept and any(p.uses_kernel for p in self.regions)
 
 
 class Superoptimized:
@@ -158,9 +168,23 @@ class Superoptimized:
         traced = trace(self.fn, *args, static_argnums=self.static_argnums, static_argnames=self.static_argnames,
                        **kwargs)
         target = self._target(backend)
-        plans = self._plan_regions(traced.regions, target)
-        runner = _runner({id(p.region): p for p in plans}, target)
-        return Plan(backend, "", traced, tuple(plans), jax.jit(traced.flat_function(runner)))
+        cache = self._cache()
+        plans = self._plan_regions(traced.regions, target, cache)
+        rewrite = jax.jit(traced.flat_function(_runner({id(p.region): p for p in plans}, target)))
+        if target.interpret or not any(p.uses_kernel for p in plans) or not _has_code_outside_one_region(traced):
+            return Plan(backend, "", traced, tuple(plans), rewrite)
+        # each kernel beat XLA for its region alone; the program keeps them only if faster as a whole
+        reference = jax.jit(traced.original_function())
+        check = check_program(rewrite, reference, traced.flat_avals, _program_fingerprint(traced, plans), target,
+                              self.tune_config, cache)
+        if not check.keeps_kernels:
+            log.info("%s: %s", getattr(self.fn, "__name__", "fn"), check.reason)
+        return Plan(backend, "", traced, tuple(plans), rewrite if check.keeps_kernels else reference, check)
+
+    def _cache(self):
+        import prism_jax
+
+        return open_cache(version=prism_jax.__version__) if self.search_config.use_cache else None
 
     def _target(self, backend: Backend) -> Target:
         if backend == Backend.CPU:
@@ -173,12 +197,9 @@ class Superoptimized:
             return Target("cuda-native", device, interpret=False, rules=TileRules(), emitter=Emitter.CUDA)
         return Target("pallas-triton", device, interpret=False)
 
-    def _plan_regions(self, regions: Sequence[Region], target: Target) -> list[RegionPlan]:
+    def _plan_regions(self, regions: Sequence[Region], target: Target, cache) -> list[RegionPlan]:
         from tqdm.auto import tqdm
 
-        import prism_jax
-
-        cache = open_cache(version=prism_jax.__version__) if self.search_config.use_cache else None
         device = HOST if target.device.kind == "cpu" else target.device.name
         search_config = dataclasses.replace(self.search_config, device=device, progress=False)
         plans = []
@@ -190,6 +211,21 @@ class Superoptimized:
         for p in plans:
             log.info("%s: %s", p.region.name, "kernel" if p.uses_kernel else f"XLA ({p.note})")
         return plans
+
+
+def _has_code_outside_one_region(traced: TracedProgram) -> bool:
+    """More than one region, or equations left outside regions: then the regions' timings alone do
+    not tell the program's."""
+    return len(traced.regions) > 1 or bool(traced.boundaries)
+
+
+def _program_fingerprint(traced: TracedProgram, plans: Sequence[RegionPlan]) -> str:
+    """The program (its regions' IR, what stayed outside, the leaves' shapes and dtypes) and the
+    kernels chosen for it."""
+    kernels = [(content_hash(p.choice.graph), repr(p.choice.options)) if p.uses_kernel else None for p in plans]
+    text = json.dumps({"program": str(traced), "leaves": [(tuple(a.shape), str(a.dtype)) for a in traced.flat_avals],
+                       "kernels": kernels})
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _plan_region(region: Region, search_config: SearchConfig, tune_config: TuneConfig, target: Target,

@@ -230,9 +230,22 @@ class TracedProgram:
     """What :func:`trace` returns: ``.regions`` (printable IR programs) and ``.evaluate``."""
 
     def __init__(self, fn: Callable, part: PartitionedProgram, in_tree: Any, out_tree: Any,
-                 statics: "_Statics", flat_avals: Sequence[Any]) -> None:
+                 statics: "_Statics", flat_avals: Sequence[Any], flat_fn: Callable[..., Any] | None = None) -> None:
         self.fn, self._part, self._in_tree, self._out_tree = fn, part, in_tree, out_tree
-        self._statics, self._flat_avals = statics, list(flat_avals)
+        self._statics, self._flat_avals, self._flat_fn = statics, list(flat_avals), flat_fn
+
+    @property
+    def flat_avals(self) -> list[Any]:
+        """Shape and dtype of each dynamic leaf, in :meth:`flatten_args` order."""
+        return list(self._flat_avals)
+
+    def original_function(self) -> Callable[..., list[Any]]:
+        """The traced function itself on the flat dynamic leaves, its outputs flat (as
+        :meth:`flat_function`'s): what ``jax.jit(fn)`` compiles, to compare a rewritten program with."""
+        if self._flat_fn is None:
+            raise ValueError("this TracedProgram was built without its function's flat form")
+        flat_fn = self._flat_fn
+        return lambda *leaves: jax.tree_util.tree_leaves(flat_fn(*leaves))
 
     @property
     def regions(self) -> list[Region]:
@@ -343,4 +356,4 @@ def trace(fn: Callable, *args: Any, static_argnums: int | Sequence[int] = (),
     part = build_partitioned(program, region_config)
     log.info("traced %s: %d region(s), %d boundary equation(s)", name, len(part.all_regions()),
              len(program.unsupported))
-    return TracedProgram(fn, part, in_tree, out_tree, statics, [v.aval for v in jaxpr.invars])
+    return TracedProgram(fn, part, in_tree, out_tree, statics, [v.aval for v in jaxpr.invars], flat_fn)

@@ -264,3 +264,66 @@ def test_cpu_backend_keeps_xla_when_it_is_faster_and_shows_what_was_found(monkey
     assert not report.plan.regions[0].uses_kernel and "XLA is faster" in report.plan.regions[0].note
     text = str(report)
     assert "best proved candidate (symbolic; not used)" in text and "custom_kernel" in text
+
+
+@pytest.mark.parametrize("rewrite_faster", [True, False], ids=["kernels-kept", "jit-runs"])
+def test_cpu_program_with_code_outside_its_region_is_timed_whole_against_jit(monkeypatch, tmp_path, rewrite_faster):
+    """Each region's kernel beat XLA alone (the fake clock); the rewritten program is then timed whole
+    against jax.jit's, and runs jax.jit's program when slower -- with the reason in explain(), the
+    verdict cached, and results, grad and vmap those of the function either way."""
+    import prism_jax.tune.tuner as tuner
+
+    api = sys.modules["prism_jax.api.superoptimize"]
+    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path / "cache"))
+    calls, program_timers = [], []
+
+    def fake_timer(fn, args, **kwargs):  # the first program timed is XLA's (region) or jax.jit's (program)
+        calls.append(fn)
+        if program_timers:
+            program_timers.append(fn)
+            seconds = (2e-3 if rewrite_faster else 1e-3) if fn is calls[0] else (1e-3 if rewrite_faster else 2e-3)
+        else:
+            seconds = 2e-3 if fn is calls[0] else 1e-3
+        return lambda: seconds
+
+    real_check = api.check_program
+
+    def check_program(*args, **kwargs):
+        calls.clear()
+        program_timers.append("started")
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(tuner, "ChainTimer", fake_timer)
+    monkeypatch.setattr(api, "check_program", check_program)
+
+    def f(x, g, w):
+        return jnp.sin(rmsnorm_matmul(x, g, w))  # sin has no IR rule: code outside the region
+
+    args = small_args()
+    optimized = prism_jax.superoptimize(f, backend="cpu", search_config=SEARCH, tune_config=ONE_PROGRAM, progress=False)
+    assert_close(optimized(*args), f(*args), jnp.float32)
+    report = optimized.explain(*args)
+    check = report.plan.program_check
+    assert report.plan.regions[0].uses_kernel and check is not None and not check.cache_hit
+    assert check.keeps_kernels == rewrite_faster == report.plan.runs_kernels
+    lowered = report.plan.call.lower(*report.plan.traced.flatten_args(*args)).as_text()
+    assert ("custom_call" in lowered) == rewrite_faster  # what runs: the kernel, or jax.jit's program
+    text = str(report)
+    if rewrite_faster:
+        assert "1000.0 µs with its kernels vs jax.jit's 2000.0 µs" in text
+    else:
+        assert "ran slower than jax.jit's as a whole (2000.0 µs vs 1000.0 µs" in text
+        assert report.rows()[1][1] == "XLA (program)"
+    probe = jax.random.normal(jax.random.key(3), (4, 64))
+    for got, want in zip(jax.grad(loss(optimized, probe), argnums=(0, 1, 2))(*args),
+                         jax.grad(loss(f, probe), argnums=(0, 1, 2))(*args)):
+        assert_close(got, want, jnp.float32)
+    batch = jnp.stack([args[0], 2 * args[0]])
+    assert_close(jax.vmap(lambda x: optimized(x, *args[1:]))(batch), jax.vmap(lambda x: f(x, *args[1:]))(batch),
+                 jnp.float32)
+
+    program_timers.clear()
+    again = prism_jax.superoptimize(f, backend="cpu", search_config=SEARCH, tune_config=ONE_PROGRAM, progress=False)
+    cached = again.explain(*args).plan.program_check
+    assert cached.cache_hit and cached.keeps_kernels == rewrite_faster
+    assert program_timers == ["started"]  # the verdict came from the cache: nothing timed
