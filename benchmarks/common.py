@@ -87,9 +87,13 @@ def matmul_flops(fn: Callable, args: Sequence[Any]) -> int:
 
 
 def reference_output(fn: Callable, args: Sequence[Any]) -> list[np.ndarray]:
-    """``jax.jit(fn)`` on float32 copies of the inputs, matmuls at full float32 precision."""
+    """``jax.jit(fn)`` on float32 copies of the inputs' floating-point leaves (any pytrees; integer
+    leaves as they are), matmuls at full float32 precision."""
+    def widen(a):
+        return a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
     with jax.default_matmul_precision("highest"):
-        out = jax.jit(fn)(*[a.astype(jnp.float32) for a in args])
+        out = jax.jit(fn)(*jax.tree.map(widen, tuple(args)))
     return [np.asarray(o, np.float64) for o in jax.tree.leaves(out)]
 
 

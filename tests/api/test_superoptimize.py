@@ -312,7 +312,8 @@ def test_cpu_program_with_code_outside_its_region_is_timed_whole_against_jit(mon
     if rewrite_faster:
         assert "1000.0 µs with its kernels vs jax.jit's 2000.0 µs" in text
     else:
-        assert "ran slower than jax.jit's as a whole (2000.0 µs vs 1000.0 µs" in text
+        assert "jax.jit's program runs: with its kernels the whole program is not clearly faster" in text
+        assert "XLA is faster timed again" not in text and "(1000.0 µs vs 2000.0 µs)" in text
         assert report.rows()[1][1] == "XLA (program)"
     probe = jax.random.normal(jax.random.key(3), (4, 64))
     for got, want in zip(jax.grad(loss(optimized, probe), argnums=(0, 1, 2))(*args),
