@@ -71,7 +71,7 @@ def test_native_cpu_kernels_in_the_block_match_jit_with_grad_and_vmap(native_ker
     results = example.run(jnp.float32, backend="cpu", time_limit_s=NATIVE_SEARCH_S, verbose=False, tune_config=tune)
     for mode, (difference, report) in results.items():
         assert difference <= 1e-4, (mode, difference)
-        assert any(p.uses_kernel for p in report.plan.regions), str(report)
+        assert report.plan.runs_kernels, str(report)  # the clock is fake for the whole-program check too
     config = tiny_config(qk_norm=True)
     fn, params = llama_block_fn(config, mode="prefill")
     prompt, _ = example.decoder_inputs(config, jnp.float32)
