@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
@@ -52,15 +53,16 @@ def check_program(kernels: Callable[..., Any], reference: Callable[..., Any], av
     key = _cache_key(fingerprint, target, config)
     if cache is not None and config.use_cache:
         stored = cache.get(CACHE_NAMESPACE, key)
-        if stored is not None:
+        try:
             return ProgramCheck(**stored, cache_hit=True)
-    args = random_leaves(avals, config.seed)
-    jax.block_until_ready(reference(*args))  # compiled first: its next call sets the calls per timed loop
-    xla_s, kernels_s = _device_times([reference, kernels], args, config)
-    reason = _not_clearly_faster(kernels_s, xla_s, config)
-    if reason is None:  # the better of two noisy timings is biased: it must win again
-        xla_s, kernels_s = _device_times([reference, kernels], args, config)
-        reason = _not_clearly_faster(kernels_s, xla_s, config, again=True)
+        except TypeError:  # nothing stored, or an entry of another form: timed afresh
+            pass
+    try:
+        xla_s, kernels_s, reason = _time_against_reference(kernels, reference, avals, config)
+    except Exception as err:  # the program did not run whole (memory?): jax.jit's runs, nothing is cached
+        log.warning("timing the whole program failed: %s: %s", type(err).__name__, err)
+        return ProgramCheck(False, math.nan, math.nan, f"jax.jit's program runs: timing the whole program failed "
+                            f"({type(err).__name__}: {str(err)[:200]})")
     check = ProgramCheck(reason is None, kernels_s, xla_s,
                          "" if reason is None else f"jax.jit's program runs: with its kernels the whole program is "
                          f"not clearly faster -- {reason}")
@@ -69,6 +71,19 @@ def check_program(kernels: Callable[..., Any], reference: Callable[..., Any], av
         cache.put(CACHE_NAMESPACE, key, {"keeps_kernels": check.keeps_kernels, "kernels_s": kernels_s, "xla_s": xla_s,
                                          "reason": check.reason})
     return check
+
+
+def _time_against_reference(kernels: Callable[..., Any], reference: Callable[..., Any], avals: Sequence[Any],
+                            config: TuneConfig) -> tuple[float, float, str | None]:
+    """XLA's seconds, the kernels', and why the kernels are not clearly faster (None: they are, twice)."""
+    args = random_leaves(avals, config.seed)
+    jax.block_until_ready(reference(*args))  # compiled first: its next call sets the calls per timed loop
+    xla_s, kernels_s = _device_times([reference, kernels], args, config)
+    reason = _not_clearly_faster(kernels_s, xla_s, config)
+    if reason is None:  # the better of two noisy timings is biased: it must win again
+        xla_s, kernels_s = _device_times([reference, kernels], args, config)
+        reason = _not_clearly_faster(kernels_s, xla_s, config, again=True)
+    return xla_s, kernels_s, reason
 
 
 def random_leaves(avals: Sequence[Any], seed: int) -> list[jax.Array]:
