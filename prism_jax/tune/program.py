@@ -18,10 +18,9 @@ import math
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from prism_jax.tune.tuner import Target, TuneConfig, _code_fingerprint, _device_times, _not_clearly_faster
+from prism_jax.tune.tuner import (Target, TuneConfig, _code_fingerprint, _device_times, _not_clearly_faster,
+                                  random_leaves)
 
 if TYPE_CHECKING:
     from prism_jax.cache import NullCache, ResultCache
@@ -84,23 +83,6 @@ def _time_against_reference(kernels: Callable[..., Any], reference: Callable[...
         xla_s, kernels_s = _device_times([reference, kernels], args, config)
         reason = _not_clearly_faster(kernels_s, xla_s, config, again=True)
     return xla_s, kernels_s, reason
-
-
-def random_leaves(avals: Sequence[Any], seed: int) -> list[jax.Array]:
-    """Inputs of these shapes and dtypes: standard normal floats, small non-negative integers (indices
-    and positions stay in range), random booleans."""
-    rng = np.random.default_rng(seed)
-    leaves = []
-    for aval in avals:
-        shape, dtype = tuple(aval.shape), jnp.dtype(aval.dtype)
-        if jnp.issubdtype(dtype, jnp.floating):
-            value = rng.standard_normal(shape, dtype=np.float32)
-        elif dtype == jnp.bool_:
-            value = rng.random(shape) < 0.5
-        else:
-            value = rng.integers(0, 4, shape)
-        leaves.append(jnp.asarray(np.asarray(value).astype(dtype)))
-    return leaves
 
 
 def _cache_key(fingerprint: str, target: Target, config: TuneConfig) -> str:

@@ -102,20 +102,27 @@ def tolerance(dtypes: Sequence[DType]) -> float:
 
 
 def random_args(region: KernelGraph, seed: int) -> list[jax.Array]:
-    """Check inputs: standard normal floats, small non-negative integers, random booleans. Drawn by
-    numpy, not ``jax.random``, which compiles a program per shape (~0.3 s each on a 2-core host)."""
+    """Check inputs of the region's input types (:func:`random_leaves`)."""
+    return random_leaves([jax.ShapeDtypeStruct(tuple(int(d) for d in t.shape), jax_dtype(t))
+                          for t in region.input_types], seed)
+
+
+def random_leaves(avals: Sequence[Any], seed: int) -> list[jax.Array]:
+    """Inputs of these shapes and dtypes: standard normal floats, small non-negative integers (indices
+    and positions stay in range), random booleans. Drawn by numpy, not ``jax.random``, which compiles
+    a program per shape (~0.3 s each on a 2-core host)."""
     rng = np.random.default_rng(seed)
-    args = []
-    for t in region.input_types:
-        shape, dtype = tuple(int(d) for d in t.shape), jax_dtype(t)
-        if t.dtype.is_float:
+    leaves = []
+    for aval in avals:
+        shape, dtype = tuple(aval.shape), jnp.dtype(aval.dtype)
+        if jnp.issubdtype(dtype, jnp.floating):
             value = rng.standard_normal(shape, dtype=np.float32)
-        elif t.dtype == DType.BOOL:
+        elif dtype == jnp.bool_:
             value = rng.random(shape) < 0.5
         else:
             value = rng.integers(0, 4, shape)
-        args.append(jnp.asarray(np.asarray(value).astype(dtype)))
-    return args
+        leaves.append(jnp.asarray(np.asarray(value).astype(dtype)))
+    return leaves
 
 
 def max_relative_error(got: Sequence[Any], expected: Sequence[Any]) -> float:
