@@ -63,9 +63,9 @@ def benchmark(dtype: str, ns: argparse.Namespace) -> dict:
     search = prism_jax.SearchConfig(time_limit_s=ns.time_limit, progress=False)
     optimized, optimization, notes = common.build_superoptimized(fn, args, "cpu", search, prism_jax.TuneConfig())
     expected = common.reference_output(fn, args)
-    numerics = {name: common.numerics_verdict(f(*args), expected, cpu.TOLERANCE[dtype])[1]
-                for name, f in (("xla", jax.jit(fn)), ("prism_jax", optimized))}
-    loops = {name: measure.Chain(f, args, 1, ns.unroll) for name, f in (("xla", jax.jit(fn)), ("prism_jax", optimized))}
+    programs = {"xla": jax.jit(fn), "prism_jax": optimized}
+    numerics = {name: common.numerics_verdict(f(*args), expected, cpu.TOLERANCE[dtype])[1] for name, f in programs.items()}
+    loops = {name: measure.Chain(f, args, 1, ns.unroll) for name, f in programs.items()}
     timings = cpu.time_interleaved(loops, (), iterations=ns.iterations, repeats=ns.repeats, warmup=2, settle=True)
     per_call = {name: {k: t[k] / ns.unroll for k in ("median_s", "min_s", "max_s")} for name, t in timings.items()}
     report = optimized.explain(*args)

@@ -223,26 +223,9 @@ def _program_fingerprint(traced: TracedProgram, plans: Sequence[RegionPlan]) -> 
     """The program (its regions' IR, the equations outside them, the leaves' shapes and dtypes) and
     the kernels chosen for it; stable across processes (no object addresses)."""
     kernels = [(content_hash(p.choice.graph), repr(p.choice.options)) if p.uses_kernel else None for p in plans]
-    text = json.dumps({"program": str(traced), "outside": _outside_regions(traced.program),
+    text = json.dumps({"program": str(traced), "outside": traced.outside_regions(),
                        "leaves": [(tuple(a.shape), str(a.dtype)) for a in traced.flat_avals], "kernels": kernels})
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _outside_regions(program) -> list:
-    """Each equation left to XLA: its primitive, operands, results and plain parameters (scan
-    bodies recursively)."""
-    plain = (bool, int, float, str, type(None))
-    described = []
-    for node in program.nodes:
-        if hasattr(node, "body"):  # a scan: its own flat program
-            described.append(["scan", _outside_regions(node.body)])
-        elif hasattr(node, "eqn"):
-            params = {k: v for k, v in node.eqn.params.items()
-                      if isinstance(v, plain) or (isinstance(v, tuple) and all(isinstance(x, plain) for x in v))}
-            operands = [repr(x.value) if hasattr(x, "value") else x for x in node.inputs]
-            described.append([node.eqn.primitive.name, operands, list(node.outputs),
-                              [str(v.aval) for v in node.eqn.outvars], repr(sorted(params.items()))])
-    return described
 
 
 def _plan_region(region: Region, search_config: SearchConfig, tune_config: TuneConfig, target: Target,

@@ -239,6 +239,12 @@ class TracedProgram:
         """Shape and dtype of each dynamic leaf, in :meth:`flatten_args` order."""
         return list(self._flat_avals)
 
+    def outside_regions(self) -> list:
+        """Each equation left to XLA (primitive, operands, results, plain parameters; scan bodies
+        recursively): with :meth:`__str__`'s regions, a description of the whole program that is the
+        same in every process (no object addresses), for cache keys."""
+        return _describe_outside_regions(self._part.program)
+
     def original_function(self) -> Callable[..., list[Any]]:
         """The traced function itself on the flat dynamic leaves, its outputs flat (as
         :meth:`flat_function`'s): what ``jax.jit(fn)`` compiles, to compare a rewritten program with."""
@@ -296,6 +302,23 @@ class TracedProgram:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _describe_outside_regions(program: FlatProgram) -> list:
+    described: list = []
+    for node in program.nodes:
+        if isinstance(node, ScanNode):
+            described.append(["scan", _describe_outside_regions(node.body)])
+        elif isinstance(node, OpaqueNode):
+            params = {k: v for k, v in node.eqn.params.items()
+                      if isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(x, _PLAIN) for x in v))}
+            operands = [repr(x.value) if isinstance(x, LiteralValue) else x for x in node.inputs]
+            described.append([node.eqn.primitive.name, operands, list(node.outputs),
+                              [str(v.aval) for v in node.eqn.outvars], repr(sorted(params.items()))])
+    return described
 
 
 @dataclasses.dataclass(frozen=True)
