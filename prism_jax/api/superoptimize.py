@@ -20,6 +20,7 @@ import jax
 from prism_jax.cache import open_cache
 from prism_jax.cost import GPUS, H100_SXM, NATIVE_CPU, TileRules, gpu_spec, host_cpu
 from prism_jax.frontend import Region, TracedProgram, trace
+from prism_jax.frontend.trace import static_parameters, static_positions
 from prism_jax.frontend.to_jax import kernel_graph_fn
 from prism_jax.search import RegionSearch, SearchConfig, search_region
 from prism_jax.search.driver import HOST
@@ -114,11 +115,13 @@ class Superoptimized:
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        plan = self._plan(args, kwargs)
+        leaves, key = self._signature(args, kwargs)
+        plan = self._plans.get(key) or self._new_plan(key, args, kwargs)
         if plan.traced is None:
             return plan.call(*args, **kwargs)
-        outs = plan.call(*plan.traced.flatten_args(*args, **kwargs))
-        return plan.traced.unflatten_outputs(outs)
+        # the leaves of the key are the traced program's flat arguments (the same split of statics,
+        # flattened the same way), so a call flattens its arguments once
+        return plan.traced.unflatten_outputs(plan.call(*leaves))
 
     def explain(self, *args: Any, **kwargs: Any) -> "Explanation":
         """Regions, chosen sGraphs, proofs, tile sizes and timings for a call with these arguments
@@ -129,26 +132,29 @@ class Superoptimized:
 
     # -- plans -------------------------------------------------------------------------------------
 
-    def _signature(self, args: tuple, kwargs: dict) -> Any:
-        def leaf(x):
-            return (tuple(x.shape), str(x.dtype)) if hasattr(x, "shape") and hasattr(x, "dtype") else ("py", repr(x))
-
-        statics = tuple(args[i] for i in self.static_argnums if i < len(args))
+    def _signature(self, args: tuple, kwargs: dict) -> tuple[list, Any]:
+        """The dynamic leaves of a call (as ``TracedProgram.flatten_args`` gives them) and the key of its
+        plan: their tree, each array leaf's shape and dtype (other leaves by value), the static values.
+        Runs on every call, so it touches each leaf once and formats nothing."""
+        argnums = static_positions(self.static_argnums, len(args))
+        statics = tuple(args[i] for i in argnums)
         static_kw = tuple(sorted((k, kwargs[k]) for k in self.static_argnames if k in kwargs))
-        dynamic = ([a for i, a in enumerate(args) if i not in self.static_argnums],
+        dynamic = (tuple(a for i, a in enumerate(args) if i not in argnums),
                    {k: v for k, v in kwargs.items() if k not in self.static_argnames})
         leaves, tree = jax.tree_util.tree_flatten(dynamic)
-        return (tree, tuple(leaf(x) for x in leaves), statics, static_kw)
+        return leaves, (tree, tuple(map(_leaf_signature, leaves)), statics, static_kw)
 
     def _plan(self, args: tuple, kwargs: dict) -> Plan:
-        key = self._signature(args, kwargs)
-        if key not in self._plans:
-            # in a thread of its own: JAX's tracing state is per thread, so under an outer jit/grad/vmap
-            # the search and the tuner's checks still run on concrete data
-            abstract_args, abstract_kwargs = _abstract(args, self.static_argnums), _abstract_kwargs(
-                kwargs, self.static_argnames)
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                self._plans[key] = pool.submit(self._build, tuple(abstract_args), abstract_kwargs).result()
+        _, key = self._signature(args, kwargs)
+        return self._plans.get(key) or self._new_plan(key, args, kwargs)
+
+    def _new_plan(self, key: Any, args: tuple, kwargs: dict) -> Plan:
+        # in a thread of its own: JAX's tracing state is per thread, so under an outer jit/grad/vmap
+        # the search and the tuner's checks still run on concrete data
+        abstract_args = _abstract(args, static_positions(self.static_argnums, len(args)))
+        abstract_kwargs = _abstract_kwargs(kwargs, self.static_argnames)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            self._plans[key] = pool.submit(self._build, tuple(abstract_args), abstract_kwargs).result()
         return self._plans[key]
 
     def _build(self, args: tuple, kwargs: dict) -> Plan:
@@ -277,6 +283,14 @@ def with_reference_vjp(kernel: Callable[..., Sequence], reference: Callable[...,
     return call
 
 
+def _leaf_signature(x: Any) -> tuple:
+    """An array leaf's part of a plan key (shape, dtype); any other leaf's is its value."""
+    try:
+        return x.shape, x.dtype
+    except AttributeError:
+        return "py", repr(x)
+
+
 def _shape_struct(x: Any) -> Any:
     return jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") and hasattr(x, "dtype") else x
 
@@ -309,6 +323,8 @@ def superoptimize(fn: Callable | None = None, *, backend: Backend | str = Backen
         raise ValueError(f"device={device!r}: use one of {sorted(GPUS)}")
 
     def wrap(f: Callable) -> Superoptimized:
-        return Superoptimized(f, chosen, argnums, argnames, search_config, tune_config, device, progress)
+        static_argnums, static_argnames = static_parameters(f, argnums, argnames)
+        return Superoptimized(f, chosen, static_argnums, static_argnames, search_config, tune_config, device,
+                              progress)
 
     return wrap if fn is None else wrap(fn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import inspect
 import logging
 from typing import Any, Callable, Sequence
 
@@ -345,6 +346,39 @@ class _Statics:
         return full, {**kwargs, **static_kwargs}
 
 
+def static_parameters(fn: Callable, static_argnums: int | Sequence[int] = (),
+                      static_argnames: str | Sequence[str] = ()) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """``static_argnums`` and ``static_argnames`` completed from each other by ``fn``'s signature, as
+    ``jax.jit`` does: a static parameter may then be passed by position or by name, and a negative
+    number counts back from the last positional parameter. Without a signature (some builtins), or
+    with ``*args`` (negative numbers then count back from the last argument of each call), they are
+    taken as given."""
+    argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return argnums, argnames
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return argnums, argnames
+    for i in argnums:
+        if not -len(positional) <= i < len(positional):
+            name = getattr(fn, "__name__", "fn")
+            raise ValueError(f"static_argnums={static_argnums}: {name} has {len(positional)} positional "
+                             f"parameter(s), so each number must be in [{-len(positional)}, {len(positional)})")
+    argnums = tuple(sorted({i % len(positional) for i in argnums}
+                           | {k for k, p in enumerate(positional) if p.name in argnames}))
+    by_name = tuple(positional[i].name for i in argnums if positional[i].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return argnums, argnames + tuple(n for n in by_name if n not in argnames)
+
+
+def static_positions(argnums: Sequence[int], count: int) -> tuple[int, ...]:
+    """The positions among ``count`` positional arguments of a call that are static: negative numbers
+    counted back from the last one; numbers past the end (a parameter passed by name) left out."""
+    return tuple(sorted({i + count if i < 0 else i for i in argnums} & set(range(count))))
+
+
 def trace(fn: Callable, *args: Any, static_argnums: int | Sequence[int] = (),
           static_argnames: str | Sequence[str] = (), region_config: RegionConfig = RegionConfig(),
           **kwargs: Any) -> TracedProgram:
@@ -354,14 +388,9 @@ def trace(fn: Callable, *args: Any, static_argnums: int | Sequence[int] = (),
     baked into the trace, as in ``jax.jit``. Primitives without an IR rule end a region; they never
     fail the trace (see ``TracedProgram.boundaries``).
     """
-    argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
-    argnums = tuple(i % len(args) if args else i for i in argnums)
-    argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
-    for i in argnums:
-        if not 0 <= i < len(args):
-            raise ValueError(f"static_argnums={static_argnums} is out of range for {len(args)} positional arguments")
-    statics = _Statics(argnums, argnames)
-    statics = dataclasses.replace(statics, values=tuple(args[i] for i in argnums)
+    argnums, argnames = static_parameters(fn, static_argnums, static_argnames)
+    statics = _Statics(static_positions(argnums, len(args)), argnames)
+    statics = dataclasses.replace(statics, values=tuple(args[i] for i in statics.argnums)
                                   + tuple(kwargs[n] for n in argnames if n in kwargs))
     dynamic = statics.split(args, kwargs)
     leaves, in_tree = jax.tree_util.tree_flatten(dynamic)
