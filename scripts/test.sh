@@ -29,5 +29,6 @@ if [ "$#" -eq 0 ]; then
   cd "$PRISM_JAX_REPO" || exit 1
 fi
 
-"$PRISM_JAX_VENV_PYTHON" -m pytest -q ${_pj_xdist[@]+"${_pj_xdist[@]}"} "$@"
+# --durations: the slowest tests listed at the end, to keep the suite within its time budget
+"$PRISM_JAX_VENV_PYTHON" -m pytest -q --durations=25 ${_pj_xdist[@]+"${_pj_xdist[@]}"} "$@"
 exit $?

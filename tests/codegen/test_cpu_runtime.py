@@ -235,7 +235,7 @@ SIZES = [1, 7, 17, 33, 100, 256]
 
 
 @pytest.mark.parametrize("b_dtype", [np.float32, np.uint16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 16])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 7, 8, 16, 24])
 def test_matmul_shapes_and_tails(shim, m, b_dtype):
     rng = np.random.default_rng(m)
     for n in SIZES:
@@ -247,7 +247,7 @@ def test_matmul_shapes_and_tails(shim, m, b_dtype):
 @pytest.mark.parametrize("m,n,k", [(4, 16, 8), (6, 48, 24), (7, 40, 9), (12, 31, 50), (13, 64, 33),
                                    (14, 95, 70), (15, 130, 66), (3, 65, 35), (17, 23, 40), (29, 70, 48),
                                    (33, 20, 17), (9, 1100, 20), (2, 1100, 300), (16, 2064, 16),
-                                   (1, 4096, 64)])
+                                   (1, 4096, 64), (8, 1030, 150), (7, 9, 1000)])
 def test_matmul_blocking_boundaries(shim, m, n, k, b_dtype):
     """Row blocks (6, 12, 14 rows), the AVX2 buffered path (7+ rows), row groups (16), column chunks
     (1024), strips (16, 32 columns), K blocks (8, 16, 32 rows) and the copies of A (128 columns)."""
