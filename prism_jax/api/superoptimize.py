@@ -116,7 +116,7 @@ class Superoptimized:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         leaves, key = self._signature(args, kwargs)
-        plan = self._plans.get(key) or self._new_plan(key, args, kwargs)
+        plan = self._plan_for(key, args, kwargs)
         if plan.traced is None:
             return plan.call(*args, **kwargs)
         # the leaves of the key are the traced program's flat arguments (the same split of statics,
@@ -146,7 +146,15 @@ class Superoptimized:
 
     def _plan(self, args: tuple, kwargs: dict) -> Plan:
         _, key = self._signature(args, kwargs)
-        return self._plans.get(key) or self._new_plan(key, args, kwargs)
+        return self._plan_for(key, args, kwargs)
+
+    def _plan_for(self, key: Any, args: tuple, kwargs: dict) -> Plan:
+        try:
+            plan = self._plans.get(key)
+        except TypeError as err:  # only static values can be unhashable: array leaves are keyed by shape
+            raise ValueError(f"static arguments must be hashable, as for jax.jit ({err}); pass arrays and "
+                             "lists as dynamic arguments, or as tuples") from None
+        return plan or self._new_plan(key, args, kwargs)
 
     def _new_plan(self, key: Any, args: tuple, kwargs: dict) -> Plan:
         # in a thread of its own: JAX's tracing state is per thread, so under an outer jit/grad/vmap

@@ -159,24 +159,24 @@ def test_static_argnums_and_pytrees():
 
 
 def test_call_signatures_pick_plans_like_jax_jit():
-    """A negative static argnum, arrays passed by keyword, one plan per shape/dtype/static value: the
-    call's own flattening (done once, for the key and the arguments) feeds the traced program."""
-    def f(x, g, w, scale):
+    """A negative static argnum, arrays passed by keyword, one plan per tree/shape/dtype/static value:
+    the call's own flattening (done once, for the key and the arguments) feeds the traced program."""
+    def f(x, g, w, scale):  # test_static_argnums_and_pytrees's region: its search is a cache hit
         return rmsnorm_matmul(x, g, w) * scale
 
     x, g, w = small_args()
     optimized = interpret(f, static_argnums=-1)
+    assert optimized.static_argnums == (3,) and optimized.static_argnames == ("scale",)
     assert_close(optimized(x, g, w=w, scale=2.0), f(x, g, w, 2.0), jnp.float32)
-    assert_close(optimized(x, g, w=w, scale=2.0), f(x, g, w, 2.0), jnp.float32)
+    assert_close(optimized(x + 1, g, w=w, scale=2.0), f(x + 1, g, w, 2.0), jnp.float32)
     assert len(optimized._plans) == 1
-    assert_close(optimized(2 * x, g, w, 3.0), f(2 * x, g, w, 3.0), jnp.float32)  # w by position: a new tree
-    assert_close(optimized(x[:2], g, w, 3.0), f(x[:2], g, w, 3.0), jnp.float32)  # a new shape
-    assert len(optimized._plans) == 3
-    assert_close(optimized(x[:2] + 1, g, w, scale=3.0), f(x[:2] + 1, g, w, 3.0), jnp.float32)
-    assert len(optimized._plans) == 4  # scale by name: static all the same, but another tree
+    assert_close(optimized(x, g, w, 2.0), f(x, g, w, 2.0), jnp.float32)  # w by position: another tree
+    assert len(optimized._plans) == 2
+    assert all(any(r.uses_kernel for r in plan.regions) for plan in optimized._plans.values())
     by_name = interpret(f, static_argnames="scale")
     assert by_name.static_argnums == (3,) and by_name.static_argnames == ("scale",)
-    assert_close(by_name(x, g, w, 2.0), f(x, g, w, 2.0), jnp.float32)
+    with pytest.raises(ValueError, match="must be hashable"):
+        by_name(x, g, w, [2.0])
     with pytest.raises(ValueError, match="4 positional parameter"):
         interpret(f, static_argnums=4)
 

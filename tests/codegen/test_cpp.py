@@ -3,6 +3,7 @@ and the bad cases — no compiler, a corrupt cached library, two processes compi
 end in a working program or a clear error."""
 
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -111,16 +112,20 @@ def test_a_corrupt_cached_library_is_rebuilt(tmp_path, monkeypatch):
     assert name.startswith("prism_") and path.stat().st_size > 1000
 
 
-@needs_compiler
-def test_a_corrupt_runtime_library_is_rebuilt(tmp_path, monkeypatch):
+def runtime_library_in(directory: pathlib.Path) -> pathlib.Path:
+    """The module cache's runtime library copied into the cache at ``directory`` (as a build there would
+    name it), so that a test of another cache compiles only what it is about."""
     from prism_jax.codegen.cpp import build
 
-    from prism_jax import native
+    built = build.runtime_library()
+    (directory / "kernels").mkdir(parents=True, exist_ok=True)
+    return shutil.copyfile(built, directory / "kernels" / built.name)
 
+
+@needs_compiler
+def test_a_corrupt_runtime_library_is_rebuilt(tmp_path, monkeypatch):
+    runtime = runtime_library_in(tmp_path)  # copied, not loaded from there (a loaded file stays loaded)
     monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path))
-    source = (native.runtime_include_dir() / build.RUNTIME_SOURCE).read_text()
-    runtime = build.build_cached(source, build.compiler(), build.FLAGS, build.include_dirs(), ".cc",
-                                 context=build._host_context())  # built, not loaded (a loaded file stays loaded)
     runtime.write_bytes(b"not a shared library")
     graph = instantiate_example("rmsnorm_matmul", {"grid": (2, 4), "forloop": 4})
     inputs = random_inputs(graph, seed=0)
@@ -193,6 +198,7 @@ def test_two_processes_compiling_one_kernel_both_work(tmp_path):
         "got = jax.jit(cpp.kernel_graph_function(g))(*x)[0]\n"
         "np.testing.assert_allclose(np.asarray(got), evaluate(g, *x)[0], rtol=2e-5, atol=2e-5)\n"
     )
+    runtime_library_in(tmp_path)  # the processes race to compile the kernel only
     env = dict(os.environ, PRISM_JAX_CACHE_DIR=str(tmp_path))
     procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE) for _ in range(2)]
     for p in procs:
