@@ -6,8 +6,9 @@ from prism_jax.cli import main
 
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "demo-cache"))
+def private_cache(run_shared_dir, monkeypatch):
+    """One cache for the run's workers: the swiglu demo finds the Prism-set demo's search of swiglu."""
+    monkeypatch.setenv("PRISM_JAX_CACHE_DIR", str(run_shared_dir("demo-cache")))
 
 
 @pytest.mark.slow
