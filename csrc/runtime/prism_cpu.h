@@ -673,7 +673,11 @@ inline void row_group(const float* A, std::int64_t lda, const Src* B, std::int64
 // Measured on a 2-core AMD EPYC (Zen 3), one thread, B in cache, M = 8,
 // K = 1024, 15 interleaved rounds on a noisy host (median us, narrow vs two
 // blocks): N = 128 float32 41-60 vs 46-77, bfloat16 36-54 vs 54-99; N = 512
-// float32 209 vs 240, bfloat16 194 vs 243.  Rows of at most kShortRowBytes
+// float32 209 vs 240, bfloat16 194 vs 243.  Two threads, K = N = 1024 in
+// tiles of 128 or 512 columns, 400 calls alternating the two builds (median
+// us, narrow vs two blocks): B from DRAM, float32 313-466 vs 369-639,
+// bfloat16 170-371 vs 232-330 (no clear order); B in cache (L3) 223-313
+// vs 239-289 and 228-296 vs 189-276 (no gain).  Rows of at most kShortRowBytes
 // are prefetched as in row_group, but once per 64 bytes of a row (every
 // strip's prefetch made the kernel 1.6x slower with B in cache; once per
 // line: as fast as none in cache, and from DRAM, two threads, 128-column
