@@ -76,6 +76,27 @@ def _part(region: KernelGraph, ops: Sequence, later: Sequence, name: str) -> Par
     return Part(kb.build([env[v] for v in outputs]), inputs, outputs)
 
 
+def output_slices(region: KernelGraph) -> list[Part]:
+    """For a region of several outputs, one part per output: the ops that output depends on (ops shared
+    by several outputs recomputed in each), so each part is a region of one output -- the Q, K and V
+    projections of a decoder, each with its own norm, rather than cuts by op order that mix them."""
+    outputs = list(dict.fromkeys(region.outputs))
+    producer = {op.outputs[0]: op for op in region.ops}
+    if sum(v in producer for v in outputs) < 2:
+        return []
+    parts = []
+    for k, value in enumerate(v for v in outputs if v in producer):
+        needed, stack = set(), [value]
+        while stack:
+            v = stack.pop()
+            if v in producer and v not in needed:
+                needed.add(v)
+                stack.extend(producer[v].inputs)
+        ops = [op for op in region.ops if op.outputs[0] in needed]
+        parts.append(_part(region, ops, (), f"{region.name}.out{k}"))
+    return parts
+
+
 def _index(region: KernelGraph, value: int) -> int:
     return next(i for i, op in enumerate(region.ops) if op.outputs[0] == value)
 
@@ -97,13 +118,18 @@ MAX_CUTS = 3  # cut positions tried per region (most balanced first); parts may 
 
 def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph], Any], max_kernels: int,
             deadline: float) -> tuple[KernelGraph, Verdict, Any] | None:
-    """The cheapest (by ``rank``, None when it does not fit) of the programs from the most balanced
-    cuts whose parts give at least one custom kernel and at most ``max_kernels``: (graph, verdict, rank)."""
+    """The cheapest (by ``rank``, None when it does not fit) of the programs from the region's output
+    slices (several outputs) and its most balanced cuts whose parts give at least one custom kernel and
+    at most ``max_kernels``: (graph, verdict, rank)."""
     best = None
-    for position in cut_positions(region)[:MAX_CUTS]:
+    splits = ([output_slices(region)] if len(set(region.outputs)) > 1 else []) + [
+        position for position in cut_positions(region)[:MAX_CUTS]]
+    for split in splits:
         if time.perf_counter() > deadline:
             break
-        parts = cut(region, position)
+        parts = split if isinstance(split, list) else cut(region, split)
+        if not parts:
+            continue
         programs = [_program(part, k, search, deadline) for k, part in enumerate(parts)]
         if not 0 < sum(p.kernels for p in programs) <= max_kernels:
             continue

@@ -1,5 +1,6 @@
-"""Kernel graphs composed from parts: a region no single kernel fuses is cut after a matmul or reduction,
-each part searched (or kept as its own predefined ops), and the joined program equals the region."""
+"""Kernel graphs composed from parts: a region no single kernel fuses is split into its outputs' slices
+(several outputs) or cut after a matmul or reduction, each part searched (or kept as its own predefined
+ops), and the joined program equals the region."""
 
 import importlib
 
@@ -22,6 +23,17 @@ def mlp_region():
     traced = prism_jax.trace(fn, params, jnp.ones((2, 8, 64)))
     return next(r.graph for r in traced.regions if sum(op.kind == OpKind.MATMUL for op in r.graph.ops) == 3
                 and any(op.kind == OpKind.LOGISTIC for op in r.graph.ops))
+
+
+def qkv_region():
+    """A decode step's Q, K and V projections of one RMSNorm, Q and K each with its own norm: three
+    outputs of different shapes, which no single kernel writes."""
+    config = tiny_config(qk_norm=True)
+    fn, params = llama_block_fn(config, mode="decode")
+    cache = jnp.ones((1, config.n_kv_heads, 8, config.head_dim))
+    traced = prism_jax.trace(fn, params, jnp.ones((1, 1, config.dim)), cache, cache, jnp.int32(4))
+    return next(r.graph for r in traced.regions if sum(op.kind == OpKind.MATMUL for op in r.graph.ops) == 3
+                and len(r.graph.outputs) == 3)
 
 
 def run(graph, inputs):
@@ -58,3 +70,30 @@ def test_one_kernel_limit_turns_composition_off():
     found = search_region(region, SearchConfig(use_cache=False, progress=False, time_limit_s=10.0, max_kernels=1))
     assert not any(c.verdict.method == compose.METHOD for c in found.candidates)
     assert found.stats.composed == 0
+
+
+def test_output_slices_compute_each_output_alone():
+    region = qkv_region()
+    inputs = random_inputs(region)
+    expected = dict(zip(region.outputs, run(region, inputs)))
+    slices = compose.output_slices(region)
+    assert len(slices) == 3
+    for part in slices:
+        assert len(part.outputs) == 1 and sum(op.kind == OpKind.MATMUL for op in part.graph.ops) == 1
+        env = dict(zip(region.inputs, inputs))
+        (got,) = run(part.graph, [env[v] for v in part.inputs])
+        np.testing.assert_allclose(got, expected[part.outputs[0]], rtol=1e-12)
+    assert compose.output_slices(mlp_region()) == []  # one output: nothing to slice
+
+
+def test_region_of_several_outputs_is_composed_from_their_slices():
+    """The decode step's QKV region: cuts by op order mix the three projections (no program within the
+    time limit before the slices existed); one slice per output finds kernels for each."""
+    region = qkv_region()
+    found = search_region(region, CONFIG)
+    assert found.candidates and found.best.verdict.method == compose.METHOD
+    concrete = instantiate(found.best.graph, {**found.sizes, **found.best.ranked.sizes})
+    assert len(concrete.custom_kernels) >= 2
+    inputs = random_inputs(region)
+    for got, expected in zip(run(concrete, inputs), run(region, inputs)):
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
