@@ -606,6 +606,25 @@ inline void strip_all_rows(const float* A, std::int64_t lda, const Src* B, std::
   }
 }
 
+// The rows of B that a K block of kc rows at k0 prefetches: the same rows
+// kPrefetchBlocks blocks (of kc_max rows) on, while whole blocks remain.
+template <typename Src>
+inline const Src* rows_ahead(const Src* B, std::int64_t ldb, std::int64_t K, std::int64_t k0, std::int64_t kc,
+                             std::int64_t kc_max) {
+  const std::int64_t ahead = kPrefetchBlocks * kc_max;
+  return k0 + ahead + kc <= K ? B + (k0 + ahead) * ldb : nullptr;
+}
+
+// At the start of each kKa columns of A (k0 % kKa == 0): those columns of its
+// M rows copied to apk (leading dimension kApkLd).
+inline void copy_a_columns(const float* A, std::int64_t lda, std::int64_t M, std::int64_t K, std::int64_t k0,
+                           float* apk) {
+  if (k0 % kKa != 0) return;
+  const std::int64_t ka = K - k0 < kKa ? K - k0 : kKa;
+  for (std::int64_t i = 0; i < M; ++i)
+    for (std::int64_t k = 0; k < ka; ++k) apk[i * kApkLd + k] = A[i * lda + k0 + k];
+}
+
 // C += A @ B for at most kRowGroup rows: K blocks outermost, 16-column strips
 // of B inside, the row blocks of A innermost.  The strips start where B's
 // rows are aligned to a strip (64 bytes of float32, 32 of bfloat16) when
@@ -629,14 +648,8 @@ inline void row_group(const float* A, std::int64_t lda, const Src* B, std::int64
   const bool short_rows = N * static_cast<std::int64_t>(sizeof(Src)) <= kShortRowBytes;
   for (std::int64_t k0 = 0; k0 < K; k0 += kc_max) {
     const std::int64_t kc = K - k0 < kc_max ? K - k0 : kc_max;
-    // the same strip kPrefetchBlocks K blocks on, while whole blocks remain
-    const std::int64_t ahead = kPrefetchBlocks * kc_max;
-    const Src* next = short_rows && k0 + ahead + kc <= K ? B + (k0 + ahead) * ldb : nullptr;
-    if (k0 % kKa == 0) {
-      const std::int64_t ka = K - k0 < kKa ? K - k0 : kKa;
-      for (std::int64_t i = 0; i < M; ++i)
-        for (std::int64_t k = 0; k < ka; ++k) apk[i * kApkLd + k] = A[i * lda + k0 + k];
-    }
+    const Src* next = short_rows ? rows_ahead(B, ldb, K, k0, kc, kc_max) : nullptr;
+    copy_a_columns(A, lda, M, K, k0, apk);
     const float* a = apk + k0 % kKa;
     const Src* b = B + k0 * ldb;
     // columns [j, j + ncols) of the K block, ncols < 16
@@ -727,13 +740,8 @@ inline void narrow_rows(const float* A, std::int64_t lda, const Src* B, std::int
   const bool short_rows = N * static_cast<std::int64_t>(sizeof(Src)) <= kShortRowBytes;
   for (std::int64_t k0 = 0; k0 < K; k0 += kKcNarrow) {
     const std::int64_t kc = K - k0 < kKcNarrow ? K - k0 : kKcNarrow;
-    const std::int64_t ahead = kPrefetchBlocks * kKcNarrow;
-    const Src* next = short_rows && k0 + ahead + kc <= K ? B + (k0 + ahead) * ldb : nullptr;
-    if (k0 % kKa == 0) {
-      const std::int64_t ka = K - k0 < kKa ? K - k0 : kKa;
-      for (std::int64_t i = 0; i < MR; ++i)
-        for (std::int64_t k = 0; k < ka; ++k) apk[i * kApkLd + k] = A[i * lda + k0 + k];
-    }
+    const Src* next = short_rows ? rows_ahead(B, ldb, K, k0, kc, kKcNarrow) : nullptr;
+    copy_a_columns(A, lda, MR, K, k0, apk);
     const float* a = apk + k0 % kKa;
     const Src* b = B + k0 * ldb;
     std::int64_t j = 0;
