@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from prism_jax.ir import KernelGraph, KernelGraphBuilder, OpKind, rename_symbols
 from prism_jax.ir.symbolic import free_symbols
@@ -122,14 +122,9 @@ def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph],
     slices (several outputs) and its most balanced cuts whose parts give at least one custom kernel and
     at most ``max_kernels``: (graph, verdict, rank)."""
     best = None
-    splits = ([output_slices(region)] if len(set(region.outputs)) > 1 else []) + [
-        position for position in cut_positions(region)[:MAX_CUTS]]
-    for split in splits:
+    for parts in _splits(region):
         if time.perf_counter() > deadline:
             break
-        parts = split if isinstance(split, list) else cut(region, split)
-        if not parts:
-            continue
         programs = [_program(part, k, search, deadline) for k, part in enumerate(parts)]
         if not 0 < sum(p.kernels for p in programs) <= max_kernels:
             continue
@@ -138,6 +133,16 @@ def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph],
         if cost is not None and (best is None or cost.key < best[2].key):
             best = (graph, _verdict(programs), cost)
     return best
+
+
+def _splits(region: KernelGraph) -> Iterator[Sequence[Part]]:
+    """The ways to split a region that compose tries, in order (each made when reached): its output
+    slices, then its most balanced cuts."""
+    slices = output_slices(region)
+    if slices:
+        yield slices
+    for position in cut_positions(region)[:MAX_CUTS]:
+        yield cut(region, position)
 
 
 def _program(part: Part, index: int, search: SearchFn, deadline: float) -> PartProgram:
