@@ -117,30 +117,37 @@ MAX_CUTS = 3  # cut positions tried per region (most balanced first); parts may 
 
 
 def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph], Any], max_kernels: int,
-            deadline: float) -> tuple[KernelGraph, Verdict, Any] | None:
-    """The cheapest (by ``rank``, None when it does not fit) of the programs from the region's output
-    slices (several outputs) and its most balanced cuts whose parts give at least one custom kernel and
-    at most ``max_kernels``: (graph, verdict, rank)."""
+            budget_s: float) -> tuple[KernelGraph, Verdict, Any] | None:
+    """The cheapest (by ``rank``, None when it does not fit) program whose parts give at least one custom
+    kernel and at most ``max_kernels``: (graph, verdict, rank). A region of several outputs is first
+    split into its output slices; the most balanced cuts are tried when that gives no program. Each of
+    the two gets ``budget_s`` seconds of its own, so slices that fail cost the cuts none of theirs."""
     best = None
-    for parts in _splits(region):
-        if time.perf_counter() > deadline:
-            break
-        programs = [_program(part, k, search, deadline) for k, part in enumerate(parts)]
-        if not 0 < sum(p.kernels for p in programs) <= max_kernels:
-            continue
-        graph = _join(region, parts, programs)
-        cost = rank(graph)
-        if cost is not None and (best is None or cost.key < best[2].key):
-            best = (graph, _verdict(programs), cost)
+    for splits in (_slice_splits(region), _cut_splits(region)):
+        deadline = time.perf_counter() + budget_s
+        for parts in splits:
+            if time.perf_counter() > deadline:
+                break
+            programs = [_program(part, k, search, deadline) for k, part in enumerate(parts)]
+            if not 0 < sum(p.kernels for p in programs) <= max_kernels:
+                continue
+            graph = _join(region, parts, programs)
+            cost = rank(graph)
+            if cost is not None and (best is None or cost.key < best[2].key):
+                best = (graph, _verdict(programs), cost)
+        if best is not None:
+            return best
     return best
 
 
-def _splits(region: KernelGraph) -> Iterator[Sequence[Part]]:
-    """The ways to split a region that compose tries, in order (each made when reached): its output
-    slices, then its most balanced cuts."""
+def _slice_splits(region: KernelGraph) -> Iterator[Sequence[Part]]:
     slices = output_slices(region)
     if slices:
         yield slices
+
+
+def _cut_splits(region: KernelGraph) -> Iterator[Sequence[Part]]:
+    """The most balanced cuts, each made when reached."""
     for position in cut_positions(region)[:MAX_CUTS]:
         yield cut(region, position)
 

@@ -286,7 +286,7 @@ def _in_region(verdict: Verdict, problem: SearchProblem) -> Verdict:
 
 
 def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig, cache) -> None:
-    """Nothing fused the whole region: cut it into parts searched on their own (see compose.py)."""
+    """Nothing fused the whole region: split it into parts searched on their own (see compose.py)."""
     start = time.perf_counter()
     part_config = dataclasses.replace(config, max_kernels=config.max_kernels - 1, progress=False)
 
@@ -296,7 +296,7 @@ def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig,
 
     device = config.device_spec()
     composed = compose(symbolic, search_part, lambda graph: best_sizes(graph, device, found.sizes),
-                       config.max_kernels, start + config.time_limit_s)
+                       config.max_kernels, config.time_limit_s)
     if composed is not None:
         graph, verdict, cost = composed
         found.candidates.append(Candidate(graph, verdict, cost, COMPOSED))
