@@ -369,7 +369,8 @@ def static_parameters(fn: Callable, static_argnums: int | Sequence[int] = (),
                              f"parameter(s), so each number must be in [{-len(positional)}, {len(positional)})")
     argnums = tuple(sorted({i % len(positional) for i in argnums}
                            | {k for k, p in enumerate(positional) if p.name in argnames}))
-    by_name = tuple(positional[i].name for i in argnums if positional[i].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    by_name = tuple(positional[i].name for i in argnums
+                    if positional[i].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return argnums, argnames + tuple(n for n in by_name if n not in argnames)
 
 
