@@ -14,6 +14,8 @@ joined program equals the region. Its verdict says so ("composition") and lists 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import logging
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -24,6 +26,7 @@ from prism_jax.verify import Status, Verdict
 HEAVY = frozenset({OpKind.MATMUL, OpKind.REDUCE_SUM, OpKind.REDUCE_MAX})
 SOURCES = frozenset({OpKind.CONSTANT, OpKind.IOTA})
 METHOD = "composition"
+log = logging.getLogger("prism_jax.search")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +97,9 @@ def output_slices(region: KernelGraph) -> list[Part]:
                 stack.extend(producer[v].inputs)
         ops = [op for op in region.ops if op.outputs[0] in needed]
         parts.append(_part(region, ops, (), f"{region.name}.out{k}"))
-    return parts
+    # the smallest first: a larger slice often holds a smaller one's ops (Q = V's RMSNorm and projection,
+    # then a norm), and a part searched before is a cache hit when the larger one is cut
+    return sorted(parts, key=lambda part: len(part.graph.ops))
 
 
 def _index(region: KernelGraph, value: int) -> int:
@@ -110,34 +115,58 @@ class PartProgram:
     kernels: int
 
 
-SearchFn = Callable[[KernelGraph, float], "object"]  # (part in the region's symbols, seconds) -> RegionSearch
+def _own(part: Part) -> PartProgram:
+    return PartProgram(part.graph, None, 0)
+
+
+SearchFn = Callable[[KernelGraph, float], "object"]  # (part in the region's symbols, seconds it may take in all) -> RegionSearch
 
 
 MAX_CUTS = 3  # cut positions tried per region (most balanced first); parts may be cut again
 
 
+MIN_PART_S = 0.5  # a part is searched only with at least this much of the composition's time left
+SLICE_SHARE = 0.6  # of the composition's time, what the output slices may use before the cuts' turn
+
+
 def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph], Any], max_kernels: int,
             budget_s: float) -> tuple[KernelGraph, Verdict, Any] | None:
     """The cheapest (by ``rank``, None when it does not fit) program whose parts give at least one custom
-    kernel and at most ``max_kernels``: (graph, verdict, rank). A region of several outputs is first
-    split into its output slices; the most balanced cuts are tried when that gives no program. Each of
-    the two gets ``budget_s`` seconds of its own, so slices that fail cost the cuts none of theirs."""
+    kernel and at most ``max_kernels``: (graph, verdict, rank), found within ``budget_s`` seconds. A region
+    of several outputs is first split into its output slices (up to ``SLICE_SHARE`` of the time); the most
+    balanced cuts are tried, in the time left, when that gives no program. A part is given the time left,
+    and a part's search ends within it, its own composition included (see ``search_region``)."""
+    end = time.perf_counter() + budget_s
+    slices_end = time.perf_counter() + budget_s * SLICE_SHARE
     best = None
-    for splits in (_slice_splits(region), _cut_splits(region)):
-        deadline = time.perf_counter() + budget_s
+    for splits, deadline in ((_slice_splits(region), slices_end), (_cut_splits(region), end)):
         for parts in splits:
-            if time.perf_counter() > deadline:
+            if deadline - time.perf_counter() < MIN_PART_S:
                 break
-            programs = [_program(part, k, search, deadline) for k, part in enumerate(parts)]
-            if not 0 < sum(p.kernels for p in programs) <= max_kernels:
-                continue
-            graph = _join(region, parts, programs)
-            cost = rank(graph)
-            if cost is not None and (best is None or cost.key < best[2].key):
-                best = (graph, _verdict(programs), cost)
-        if best is not None:
-            return best
+            for programs in _choices(parts, _programs(parts, search, deadline), max_kernels):
+                graph = _join(region, parts, programs)
+                cost = rank(graph)
+                if cost is not None and (best is None or cost.key < best[2].key):
+                    best = (graph, _verdict(programs), cost)
     return best
+
+
+MAX_CHOICE_PARTS = 6  # parts with programs up to which every subset of them is ranked
+
+
+def _choices(parts: Sequence[Part], programs: Sequence[PartProgram], max_kernels: int) -> Iterator[list[PartProgram]]:
+    """The ways to run a split's parts with at least one and at most ``max_kernels`` custom kernels: each
+    part that has a program runs it or its own ops (three output slices of three kernels each do not all
+    fit in five; two of them, or one, may). Up to ``MAX_CHOICE_PARTS`` such parts every subset, else all."""
+    searched = [k for k, p in enumerate(programs) if p.kernels]
+    if len(searched) > MAX_CHOICE_PARTS:
+        subsets = [tuple(searched)]
+    else:
+        subsets = [c for n in range(len(searched), 0, -1) for c in itertools.combinations(searched, n)]
+    for chosen in subsets:
+        picked = [p if k in chosen else _own(part) for k, (part, p) in enumerate(zip(parts, programs))]
+        if sum(p.kernels for p in picked) <= max_kernels:
+            yield picked
 
 
 def _slice_splits(region: KernelGraph) -> Iterator[Sequence[Part]]:
@@ -152,12 +181,28 @@ def _cut_splits(region: KernelGraph) -> Iterator[Sequence[Part]]:
         yield cut(region, position)
 
 
-def _program(part: Part, index: int, search: SearchFn, deadline: float) -> PartProgram:
-    own = PartProgram(part.graph, None, 0)
-    if not part.heavy:
+def _programs(parts: Sequence[Part], search: SearchFn, deadline: float) -> list[PartProgram]:
+    """Each part's program; the parts to search share the time to ``deadline`` evenly (a part that
+    finishes early leaves its rest to the next), so the first does not starve the others."""
+    programs = []
+    heavy_left = sum(part.heavy for part in parts)
+    for k, part in enumerate(parts):
+        programs.append(_program(part, k, search, (deadline - time.perf_counter()) / max(1, heavy_left)))
+        heavy_left -= part.heavy
+    return programs
+
+
+def _program(part: Part, index: int, search: SearchFn, given: float) -> PartProgram:
+    """The part's program searched in ``given`` seconds, or its own ops: when it has no matmul or
+    reduction, when its search finds nothing, or when ``given`` is under ``MIN_PART_S``."""
+    own = _own(part)
+    start = time.perf_counter()
+    if not part.heavy or given < MIN_PART_S:
         return own
-    found = search(part.graph, max(1.0, deadline - time.perf_counter()))
+    found = search(part.graph, given)
     best = getattr(found, "best", None)
+    log.debug("part %s: %s in %.1f s (given %.1f s)", part.graph.name, "a program" if best else "nothing",
+              time.perf_counter() - start, given)
     if best is None:
         return own
     graph = _extents_apart(best.graph, set(found.sizes), f"p{index}_")

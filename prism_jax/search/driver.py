@@ -57,7 +57,7 @@ class SearchConfig:
     max_kernels: int = 5  # custom kernels of a program composed from parts (1: one-kernel programs only)
     depth_slack: int = 2  # enumerate at most this many ops past a start point's smallest complete structure
     time_limit_s: float = 60.0  # the region's one-kernel search, returning the best found so far when it
-    # runs out; composing parts (when no one kernel covers the region) gets as much again
+    # runs out; composing parts (when no one kernel covers the region) gets twice as much
     enumeration_share: float = 0.55  # of the time limit, for enumerating structures
     screening_share: float = 0.85  # of the time limit, by when map screening stops (ranking, proofs follow)
     max_structures: int = 400
@@ -218,10 +218,12 @@ def cache_key(symbolic: KernelGraph, config: SearchConfig) -> str:
 
 def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
                   progress: Progress | None = None, cache: "ResultCache | NullCache | None" = None,
-                  sizes: dict[str, int] | None = None) -> RegionSearch:
+                  sizes: dict[str, int] | None = None, deadline: float | None = None) -> RegionSearch:
     """Verified candidates for one region, best-estimated first (see the module docstring). With a
     cache, a region searched before (at any shape) is only re-ranked at its shapes. A region already in
-    size symbols (a part of a symbolized region) comes with the ``sizes`` its symbols stand for."""
+    size symbols (a part of a symbolized region) comes with the ``sizes`` its symbols stand for. When no
+    one kernel covers the region its parts are searched (composition) for up to twice the time limit,
+    or until ``deadline`` (a ``time.perf_counter()`` value: a part's search ends by its composed region's)."""
     start = time.perf_counter()
     symbolic, sizes = (region, dict(sizes)) if sizes is not None else symbolize(region)
     key = cache_key(symbolic, config)
@@ -233,8 +235,11 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
                 hit.stats.seconds = {"cache lookup + re-rank": time.perf_counter() - start}
                 return hit
     found = _search(region.name, symbolic, sizes, config, progress, start, cache)
-    if not found.candidates and config.max_kernels > 1:
-        _compose(found, symbolic, config, cache)
+    log.debug("%s: %d one-kernel-or-two candidate(s) in %.1f s (limit %.1f s, timed out: %s)", region.name,
+              len(found.candidates), time.perf_counter() - start, config.time_limit_s, found.stats.timed_out)
+    compose_s = 2 * config.time_limit_s if deadline is None else deadline - time.perf_counter()
+    if not found.candidates and config.max_kernels > 1 and compose_s > 0:
+        _compose(found, symbolic, config, cache, compose_s)
         # only a composed result needs its own entry: any other is its core's entry (CORE_NAMESPACE)
         # assembled again. A timed-out search is stored too: its best so far, with timed_out in its stats
         if cache is not None:
@@ -285,18 +290,21 @@ def _in_region(verdict: Verdict, problem: SearchProblem) -> Verdict:
                                                "erased (equal up to rounding)")
 
 
-def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig, cache) -> None:
-    """Nothing fused the whole region: split it into parts searched on their own (see compose.py)."""
+def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig, cache, budget_s: float) -> None:
+    """Nothing fused the whole region: split it into parts searched on their own (see compose.py) within
+    ``budget_s`` seconds."""
     start = time.perf_counter()
     part_config = dataclasses.replace(config, max_kernels=config.max_kernels - 1, progress=False)
 
     def search_part(part: KernelGraph, seconds: float) -> RegionSearch:
-        limit = max(1.0, min(seconds, config.time_limit_s / 2))
-        return search_region(part, dataclasses.replace(part_config, time_limit_s=limit), None, cache, found.sizes)
+        """Half the part's time for its one-kernel search, the rest (if it needs it) to compose it."""
+        limit = min(seconds, config.time_limit_s) / 2
+        return search_region(part, dataclasses.replace(part_config, time_limit_s=limit), None, cache, found.sizes,
+                             deadline=time.perf_counter() + seconds)
 
     device = config.device_spec()
     composed = compose(symbolic, search_part, lambda graph: best_sizes(graph, device, found.sizes),
-                       config.max_kernels, config.time_limit_s)
+                       config.max_kernels, budget_s)
     if composed is not None:
         graph, verdict, cost = composed
         found.candidates.append(Candidate(graph, verdict, cost, COMPOSED))
