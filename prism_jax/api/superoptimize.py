@@ -134,7 +134,7 @@ class Superoptimized:
 
     def _signature(self, args: tuple, kwargs: dict) -> tuple[list, Any]:
         """The dynamic leaves of a call (as ``TracedProgram.flatten_args`` gives them) and the key of its
-        plan: their tree, each array leaf's shape and dtype (other leaves by value), the static values.
+        plan: their tree, each array leaf's shape and dtype (a Python scalar's type), the static values.
         Runs on every call, so it touches each leaf once and formats nothing."""
         argnums = static_positions(self.static_argnums, len(args))
         statics = tuple(args[i] for i in argnums)
@@ -292,11 +292,12 @@ def with_reference_vjp(kernel: Callable[..., Sequence], reference: Callable[...,
 
 
 def _leaf_signature(x: Any) -> tuple:
-    """An array leaf's part of a plan key (shape, dtype); any other leaf's is its value."""
+    """An array leaf's part of a plan key: (shape, dtype). A Python scalar's is its type: as under
+    ``jax.jit`` it is traced as a weakly typed dynamic scalar, so one plan serves every value."""
     try:
         return x.shape, x.dtype
     except AttributeError:
-        return "py", repr(x)
+        return (type(x),)
 
 
 def _shape_struct(x: Any) -> Any:

@@ -173,6 +173,10 @@ def test_call_signatures_pick_plans_like_jax_jit():
     assert_close(optimized(x, g, w, 2.0), f(x, g, w, 2.0), jnp.float32)  # w by position: another tree
     assert len(optimized._plans) == 2
     assert all(any(r.uses_kernel for r in plan.regions) for plan in optimized._plans.values())
+    dynamic_scale = interpret(f)  # a Python scalar that is not static: weakly typed, any value, one plan
+    for scale in (2.0, 3.0):
+        assert_close(dynamic_scale(x, g, w, scale), f(x, g, w, scale), jnp.float32)
+    assert len(dynamic_scale._plans) == 1 and dynamic_scale(x, g, w, 2.0).dtype == jnp.float32
     by_name = interpret(f, static_argnames="scale")
     assert by_name.static_argnums == (3,) and by_name.static_argnames == ("scale",)
     with pytest.raises(ValueError, match="must be hashable"):
