@@ -1,10 +1,11 @@
 """Kernel graphs of several kernels: predefined ops and custom kernels mixed.
 
 When the one-kernel search finds nothing for a region (three matmuls feeding norms, attention followed
-by its output projection, ...), the region is cut in two after a matmul or reduction. Each part is then either kept
-as predefined ops (a part with no matmul or reduction: XLA fuses such elementwise code itself) or
-searched as a region of its own — recursively, so a part may be cut again, and through the cache, so
-a part seen before costs nothing. The parts' programs are joined into one kernel graph.
+by its output projection, ...), the region is split into its outputs' slices (several outputs) and cut
+in two after a matmul or reduction. Each part is then either kept as predefined ops (a part with no
+matmul or reduction: XLA fuses such elementwise code itself) or searched as a region of its own --
+recursively, so a part may be split again, and through the cache, so a part seen before costs nothing.
+The parts' programs are joined into one kernel graph; all of it within the time it is given.
 
 Soundness is compositional: every searched part is proved equal to its ops (its own e-graph proof),
 predefined parts are the region's own ops, and the region is the composition of its parts, so the
@@ -119,7 +120,8 @@ def _own(part: Part) -> PartProgram:
     return PartProgram(part.graph, None, 0)
 
 
-SearchFn = Callable[[KernelGraph, float], "object"]  # (part in the region's symbols, seconds it may take in all) -> RegionSearch
+# (part in the region's symbols, seconds its search may take in all) -> RegionSearch
+SearchFn = Callable[[KernelGraph, float], "object"]
 
 
 MAX_CUTS = 3  # cut positions tried per region (most balanced first); parts may be cut again
@@ -133,9 +135,9 @@ def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph],
             budget_s: float) -> tuple[KernelGraph, Verdict, Any] | None:
     """The cheapest (by ``rank``, None when it does not fit) program whose parts give at least one custom
     kernel and at most ``max_kernels``: (graph, verdict, rank), found within ``budget_s`` seconds. A region
-    of several outputs is first split into its output slices (up to ``SLICE_SHARE`` of the time); the most
-    balanced cuts are tried, in the time left, when that gives no program. A part is given the time left,
-    and a part's search ends within it, its own composition included (see ``search_region``)."""
+    of several outputs is first split into its output slices (until ``SLICE_SHARE`` of the time), then cut
+    (the most balanced cuts, in the time left); the cheapest of both wins. The parts of a split share
+    the time left, and a part's search ends within its share, its own composition included."""
     end = time.perf_counter() + budget_s
     slices_end = time.perf_counter() + budget_s * SLICE_SHARE
     best = None
