@@ -132,14 +132,16 @@ SLICE_SHARE = 0.6  # of the composition's time, what the output slices may use b
 
 
 def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph], Any], max_kernels: int,
-            budget_s: float) -> tuple[KernelGraph, Verdict, Any] | None:
+            budget_s: float, progress: Callable[[int, int], None] | None = None
+            ) -> tuple[KernelGraph, Verdict, Any] | None:
     """The cheapest (by ``rank``, None when it does not fit) program whose parts give at least one custom
     kernel and at most ``max_kernels``: (graph, verdict, rank), found within ``budget_s`` seconds. A region
     of several outputs is first split into its output slices (until ``SLICE_SHARE`` of the time), then cut
     (the most balanced cuts, in the time left); the cheapest of both wins. The parts of a split share
-    the time left, and a part's search ends within its share, its own composition included."""
-    end = time.perf_counter() + budget_s
-    slices_end = time.perf_counter() + budget_s * SLICE_SHARE
+    the time left, and a part's search ends within its share, its own composition included.
+    ``progress(seconds spent, budget)`` is called after each split."""
+    start = time.perf_counter()
+    end, slices_end = start + budget_s, start + budget_s * SLICE_SHARE
     best = None
     for splits, deadline in ((_slice_splits(region), slices_end), (_cut_splits(region), end)):
         for parts in splits:
@@ -150,6 +152,8 @@ def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph],
                 cost = rank(graph)
                 if cost is not None and (best is None or cost.key < best[2].key):
                     best = (graph, _verdict(programs), cost)
+            if progress is not None:
+                progress(round(time.perf_counter() - start), round(budget_s))
     return best
 
 

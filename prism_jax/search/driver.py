@@ -239,7 +239,7 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
               len(found.candidates), time.perf_counter() - start, config.time_limit_s, found.stats.timed_out)
     compose_s = 2 * config.time_limit_s if deadline is None else deadline - time.perf_counter()
     if not found.candidates and config.max_kernels > 1 and compose_s > 0:
-        _compose(found, symbolic, config, cache, compose_s)
+        _compose(found, symbolic, config, cache, compose_s, progress)
         # only a composed result needs its own entry: any other is its core's entry (CORE_NAMESPACE)
         # assembled again. A timed-out search is stored too: its best so far, with timed_out in its stats
         if cache is not None:
@@ -290,9 +290,10 @@ def _in_region(verdict: Verdict, problem: SearchProblem) -> Verdict:
                                                "erased (equal up to rounding)")
 
 
-def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig, cache, budget_s: float) -> None:
+def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig, cache, budget_s: float,
+             progress: Progress | None = None) -> None:
     """Nothing fused the whole region: split it into parts searched on their own (see compose.py) within
-    ``budget_s`` seconds."""
+    ``budget_s`` seconds (progress: phase "compose s", seconds spent of them)."""
     start = time.perf_counter()
     part_config = dataclasses.replace(config, max_kernels=config.max_kernels - 1, progress=False)
 
@@ -304,7 +305,8 @@ def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig,
 
     device = config.device_spec()
     composed = compose(symbolic, search_part, lambda graph: best_sizes(graph, device, found.sizes),
-                       config.max_kernels, budget_s)
+                       config.max_kernels, budget_s,
+                       None if progress is None else lambda spent, budget: progress("compose s", spent, budget))
     if composed is not None:
         graph, verdict, cost = composed
         found.candidates.append(Candidate(graph, verdict, cost, COMPOSED))
