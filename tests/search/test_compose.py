@@ -3,6 +3,7 @@
 ops), and the joined program equals the region."""
 
 import importlib
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -102,3 +103,28 @@ def test_region_of_several_outputs_is_composed_from_their_slices():
     inputs = random_inputs(region)
     for got, expected in zip(run(concrete, inputs), run(region, inputs)):
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_parts_share_the_composition_time_and_it_ends_in_time():
+    """A search that uses all the time it is given: the slices' parts split the slices' share evenly,
+    the cuts get the rest, no part is searched with less than MIN_PART_S, and the composition ends
+    within its budget (a part's search is bounded by what it is given, its own composition included)."""
+    region = qkv_region()
+    given = []
+
+    def search(part, seconds):
+        given.append((part.name, seconds))
+        time.sleep(seconds)
+        return None  # nothing found: every split is tried
+
+    budget = 4.0
+    start = time.perf_counter()
+    assert compose.compose(region, search, lambda graph: None, 5, budget) is None
+    elapsed = time.perf_counter() - start
+    assert elapsed < budget + 0.5
+    slices = [(name, s) for name, s in given if ".out" in name]
+    assert len(slices) == 3 and all(s >= compose.MIN_PART_S for _, s in given)
+    share = budget * compose.SLICE_SHARE
+    assert abs(slices[0][1] - share / 3) < 0.1  # the first of three gets a third, not all of it
+    assert sum(s for _, s in slices) <= share + 0.1
+    assert any(".head" in name or ".tail" in name for name, _ in given)  # the cuts had their turn
