@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from prism_jax.cost import GPUS, H100_SXM, DeviceSpec, Ranked, best_sizes, host_cpu
 from prism_jax.ir import IRError, KernelGraph, OpKind, content_hash, format_kernel_graph, from_json, to_json
-from prism_jax.search.compose import compose
+from prism_jax.search.compose import MIN_PART_S, compose
 from prism_jax.search.enumerate import EnumerationConfig, EnumerationStats, count_start_points, enumerate_structures
 from prism_jax.search.maps import build_candidate, parallel_assignments
 from prism_jax.search.pool import shared_pool
@@ -111,6 +111,7 @@ class SearchStats:
     unknown: int = 0
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     timed_out: bool = False
+    time_limit_s: float = 0.0  # the limit it ran under: a cached timed-out result is not reused under a longer one
 
     def rows(self) -> list[tuple[str, str]]:
         e = self.enumeration
@@ -258,7 +259,8 @@ def _to_cache(candidates: list[tuple[KernelGraph, Verdict, str]], stats: SearchS
 
 def _from_cache(stored: dict, symbolic: KernelGraph, sizes: dict[str, int], config: SearchConfig,
                 problem: SearchProblem | None = None) -> RegionSearch | None:
-    """Cached candidates re-ranked at this region's shapes; None when the entry does not read back.
+    """Cached candidates re-ranked at this region's shapes; None when the entry does not read back, or
+    when that search timed out under a shorter limit than ``config``'s (more time may find more).
     With ``problem`` the entry holds core candidates (CORE_NAMESPACE), assembled into this region."""
     device = config.device_spec()
     try:
@@ -277,6 +279,10 @@ def _from_cache(stored: dict, symbolic: KernelGraph, sizes: dict[str, int], conf
         stats = SearchStats(**stats_fields)
     except (KeyError, TypeError, ValueError, IRError) as err:
         log.warning("ignoring an unreadable cached search result (%s); searching again", err)
+        return None
+    if stats.timed_out and stats.time_limit_s < config.time_limit_s:
+        log.debug("%s: the cached search timed out at %.1f s; searching again with %.1f s", symbolic.name,
+                  stats.time_limit_s, config.time_limit_s)
         return None
     candidates.sort(key=lambda c: (c.ranked.key, c.structure))
     return RegionSearch(symbolic.name, symbolic, sizes, candidates, stats, cache_hit=True)
@@ -311,6 +317,8 @@ def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig,
         graph, verdict, cost = composed
         found.candidates.append(Candidate(graph, verdict, cost, COMPOSED))
         found.stats.composed += 1
+    # the parts had the whole budget: more time might compose more (a longer limit searches again)
+    found.stats.timed_out |= time.perf_counter() - start > budget_s - MIN_PART_S
     found.stats.seconds["compose"] = time.perf_counter() - start
     found.stats.seconds["total"] = found.stats.seconds.get("total", 0.0) + found.stats.seconds["compose"]
 
@@ -337,7 +345,7 @@ def _search_core(name: str, symbolic: KernelGraph, problem: SearchProblem, sizes
     """Enumerate, screen, rank and prove; the candidates, and per candidate its core program (before
     assembly) with the core's proof."""
     deadline = start + config.time_limit_s
-    stats = SearchStats()
+    stats = SearchStats(time_limit_s=config.time_limit_s)
     device = config.device_spec()
     parallel_dims = sum(d != 1 for d in problem.core.output_types[0].shape)
     grid_ranks = tuple(range(1, max(1, min(3, parallel_dims)) + 1))

@@ -10,6 +10,7 @@ import pytest
 
 import prism_jax
 from prism_jax import workloads
+from prism_jax.cache import ResultCache
 from prism_jax.ir import Interpreter, OpKind, content_hash, instantiate
 from prism_jax.search import SearchConfig, search_region, symbolize
 from prism_jax.search.split import CHUNK_NAME, is_split
@@ -151,6 +152,20 @@ def test_time_limit_returns_what_was_found_so_far():
     found = search_region(region, SearchConfig(time_limit_s=0.5, use_cache=False, progress=False))
     assert found.stats.timed_out
     assert all(c.verdict.status is prism_jax.Status.EQUAL for c in found.candidates)
+
+
+def test_a_timed_out_search_is_searched_again_under_a_longer_limit(tmp_path):
+    """The cache key has no time limit: a result that ran out of time is reused under the same or a
+    shorter limit, and searched again under a longer one (a composed region's part searched in a
+    small share of the time, later given more, used to read back the small share's result)."""
+    _, _, region = _region("attention")
+    cache = ResultCache(tmp_path / "results.sqlite")
+    short = SearchConfig(time_limit_s=0.5, progress=False)
+    first = search_region(region, short, None, cache)
+    assert first.stats.timed_out and first.stats.time_limit_s == 0.5 and not first.cache_hit
+    assert search_region(region, short, None, cache).cache_hit
+    longer = search_region(region, dataclasses.replace(short, time_limit_s=1.0), None, cache)
+    assert not longer.cache_hit
 
 
 def test_second_search_is_a_cache_hit_for_any_shape(tmp_path, monkeypatch):
