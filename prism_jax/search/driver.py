@@ -236,8 +236,9 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
                 hit.stats.seconds = {"cache lookup + re-rank": time.perf_counter() - start}
                 return hit
     found = _search(region.name, symbolic, sizes, config, progress, start, cache)
-    log.debug("%s: %d one-kernel-or-two candidate(s) in %.1f s (limit %.1f s, timed out: %s)", region.name,
-              len(found.candidates), time.perf_counter() - start, config.time_limit_s, found.stats.timed_out)
+    log.debug("%s: %d candidate(s) of its own (one or two kernels) in %.1f s (limit %.1f s, timed out: %s)",
+              region.name, len(found.candidates), time.perf_counter() - start, config.time_limit_s,
+              found.stats.timed_out)
     compose_s = 2 * config.time_limit_s if deadline is None else deadline - time.perf_counter()
     if not found.candidates and config.max_kernels > 1 and compose_s > 0:
         _compose(found, symbolic, config, cache, compose_s, progress)
