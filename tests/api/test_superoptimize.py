@@ -1,6 +1,7 @@
 """superoptimize end to end on CPU (Pallas interpret mode): every BENCHMARKS.md workload equals jax.jit,
 through jax.grad and jax.vmap too; the backends, the report, the cache and the fallbacks."""
 
+import re
 import shutil
 import sys
 
@@ -291,6 +292,15 @@ def test_cpu_backend_keeps_xla_when_it_is_faster_and_shows_what_was_found(monkey
     assert not report.plan.regions[0].uses_kernel and "XLA is faster" in report.plan.regions[0].note
     text = str(report)
     assert "best proved candidate (symbolic; not used)" in text and "custom_kernel" in text
+    # no region on a kernel: the program is jax.jit's own, not the regions' IR lowered again (whose
+    # HIGHEST-precision dots XLA:CPU compiles to slower code)
+    assert _stablehlo_ops(optimized, args) == _stablehlo_ops(rmsnorm_matmul, args)
+
+
+def _stablehlo_ops(fn, args) -> list[str]:
+    """The StableHLO ops jax.jit lowers ``fn`` to, without value names."""
+    text = jax.jit(lambda *a: fn(*a)).lower(*args).as_text(debug_info=False)
+    return [re.sub(r"%[\w#]+", "%", line.strip()) for line in text.splitlines() if "stablehlo." in line]
 
 
 @pytest.mark.parametrize("rewrite_faster", [True, False], ids=["kernels-kept", "jit-runs"])
