@@ -44,7 +44,6 @@ _OTHER: dict[OpKind, Callable] = {
     OpKind.SELECT: lambda a, args, t: jnp.where(args[0], args[2], args[1]),
     OpKind.REDUCE_SUM: lambda a, args, t: jnp.sum(args[0], axis=tuple(a["axes"]), keepdims=True),
     OpKind.REDUCE_MAX: lambda a, args, t: jnp.max(args[0], axis=tuple(a["axes"]), keepdims=True),
-    OpKind.MATMUL: lambda a, args, t: jnp.matmul(args[0], args[1], precision=jax.lax.Precision.HIGHEST),
     OpKind.BROADCAST: lambda a, args, t: jnp.broadcast_to(args[0], t.shape),
     OpKind.RESHAPE: lambda a, args, t: jnp.reshape(args[0], t.shape),
     OpKind.TRANSPOSE: lambda a, args, t: jnp.transpose(args[0], a["perm"]),
@@ -53,8 +52,18 @@ _OTHER: dict[OpKind, Callable] = {
 }
 
 
-def apply_op(kind: OpKind, attrs: Attrs, args: Sequence[Any], out_type: TensorType) -> Any:
-    """Evaluate one predefined IR op with JAX."""
+# The precision of a reference's matmuls: a float32 reference to check kernels against (GPUs default to
+# TF32 passes). Code that runs as the user's own (a region left to XLA, equations outside regions)
+# passes None, the default (or jax_default_matmul_precision) that the user's jax.jit program gets: the
+# converter keeps no dot's precision, and XLA:CPU compiles HIGHEST dots to slower code.
+REFERENCE_PRECISION = jax.lax.Precision.HIGHEST
+
+
+def apply_op(kind: OpKind, attrs: Attrs, args: Sequence[Any], out_type: TensorType,
+             precision: Any = REFERENCE_PRECISION) -> Any:
+    """Evaluate one predefined IR op with JAX (matmuls at ``precision``)."""
+    if kind is OpKind.MATMUL:
+        return jnp.matmul(args[0], args[1], precision=precision)
     if kind in _UNARY:
         return _UNARY[kind](args[0])
     if kind in _BINARY:
@@ -64,13 +73,15 @@ def apply_op(kind: OpKind, attrs: Attrs, args: Sequence[Any], out_type: TensorTy
     raise IRError(f"{kind} has no JAX form (custom kernels run through codegen)")
 
 
-def kernel_graph_fn(graph: KernelGraph) -> Callable[..., list[Any]]:
-    """A JAX function computing a kernel graph of predefined ops (traceable: jit/grad/vmap work)."""
+def kernel_graph_fn(graph: KernelGraph, precision: Any = REFERENCE_PRECISION) -> Callable[..., list[Any]]:
+    """A JAX function computing a kernel graph of predefined ops (traceable: jit/grad/vmap work), its
+    matmuls at ``precision`` (see REFERENCE_PRECISION)."""
 
     def fn(*args: Any) -> list[Any]:
         env = dict(zip(graph.inputs, args))
         for op in graph.ops:
-            env[op.outputs[0]] = apply_op(op.kind, op.attrs, [env[v] for v in op.inputs], graph.values[op.outputs[0]])
+            env[op.outputs[0]] = apply_op(op.kind, op.attrs, [env[v] for v in op.inputs], graph.values[op.outputs[0]],
+                                          precision)
         return [env[v] for v in graph.outputs]
 
     return fn

@@ -195,7 +195,8 @@ def _run_node(part: PartitionedProgram, i: int, env: dict[int, Any], runner: Reg
     node = part.program.nodes[i]
     args = [_value(env, v) for v in node.inputs]
     if isinstance(node, IrNode):
-        env[node.output] = apply_op(node.kind, node.attrs, args, part.program.types[node.output])
+        # the user's code outside regions: matmuls at the default precision, as jax.jit runs them
+        env[node.output] = apply_op(node.kind, node.attrs, args, part.program.types[node.output], precision=None)
     elif isinstance(node, OpaqueNode):
         out = node.eqn.primitive.bind(*args, **node.eqn.params)
         env.update(zip(node.outputs, out if node.eqn.primitive.multiple_results else [out]))

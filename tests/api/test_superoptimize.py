@@ -279,6 +279,8 @@ def test_cpu_backend_keeps_xla_when_it_is_faster_and_shows_what_was_found(monkey
 
     def fake_timer(fn, args, **kwargs):  # XLA's program (the first timed) wins
         calls.append(fn)
+        if len(calls) == 1:  # XLA is timed as it would run: the user's precision, not the reference's HIGHEST
+            assert "HIGHEST" not in fn.lower(*args).as_text(debug_info=False)
         seconds = 1e-3 if fn is calls[0] else 2e-3
         return lambda: seconds
 
