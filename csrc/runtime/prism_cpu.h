@@ -139,6 +139,31 @@ inline __mmask32 mask32(std::int64_t n) {
 #endif
 #endif
 
+// Long K blocks (128 rows of B per block in the AVX-512 strip kernels, z and
+// dp) on AMD Zen, the tuning target GCC and Clang name __znverN__ under
+// -march=native (GCC 12 names a Zen 5 "znver3").  Measured on a 2-core AMD
+// EPYC Zen 5 (AVX-512, AVX512_BF16, 48 KiB L1d, 1 MiB L2), two threads, B in
+// L3 unless said, median of 7 interleaved runs of 400 calls (us; before ->
+// after): dp (bfloat16 x bfloat16), 32 -> 128 rows: M = 16, K = 256,
+// N = 4096 (lora) 114-136 -> 103-106; M = 8, K = N = 1024 44-63 -> 35-39;
+// M = 8, K = 1024, N = 2816 134 -> 112; M = 8, K = N = 4096 (B from DRAM)
+// 1387-1614 -> 1205-1298 (256 rows: no better than 128; without the
+// prefetch of B no better in cache, 30% slower from DRAM).  z, float32,
+// 16 -> 128 rows: M = 8, K = N = 1024 86-103 -> 57; lora's shape 124 -> 90;
+// M = 8, K = 1024, N = 2816 209 -> 148; K = N = 4096 2540 -> 2210; z,
+// widened bfloat16, 32 -> 128: M = 8, K = N = 1024 74 -> 58.  Tiles of 128
+// columns: no change.  Elsewhere the blocks stay as tuned on the Intel Xeon
+// (where 64-row bfloat16 blocks were ~25% slower at M = 16) and the Zen 4
+// (dp; longer blocks not measured there).
+#if !defined(PRISM_CPU_LONG_K_BLOCKS)
+#if defined(__znver1__) || defined(__znver2__) || defined(__znver3__) || defined(__znver4__) || \
+    defined(__znver5__)
+#define PRISM_CPU_LONG_K_BLOCKS 1
+#else
+#define PRISM_CPU_LONG_K_BLOCKS 0
+#endif
+#endif
+
 // Full unrolling of the fixed-trip loops of the micro-kernel, so that its
 // accumulator arrays live in registers.
 #define PRISM_CPU_UNROLL _Pragma("GCC unroll 16")
@@ -823,9 +848,10 @@ inline constexpr int kMaxMr = 14;
 // every kKc rows the MR x 32 block of C is read and written once.  Sized in
 // bytes: 16 float32 rows or 32 bfloat16 rows, 2 KiB of B per (K block,
 // strip) -- fewer rows (more passes over C) measured slower, more (more
-// rows of B read side by side) no better or slower.
+// rows of B read side by side) no better or slower, on the Intel Xeon; on
+// AMD Zen 128 rows (PRISM_CPU_LONG_K_BLOCKS).
 template <typename Src>
-inline constexpr std::int64_t kKc = sizeof(Src) == 2 ? 32 : 16;
+inline constexpr std::int64_t kKc = PRISM_CPU_LONG_K_BLOCKS ? 128 : sizeof(Src) == 2 ? 32 : 16;
 // A is handled in groups of at most kRowGroup rows (B is read once per
 // group), with kKa of its columns at a time copied to a contiguous buffer
 // (leading dimension kApkLd).  Unlike the AVX2 path, C is always updated in

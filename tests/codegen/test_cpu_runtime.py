@@ -247,10 +247,10 @@ def test_matmul_shapes_and_tails(shim, m, b_dtype):
 @pytest.mark.parametrize("m,n,k", [(4, 16, 8), (6, 48, 24), (7, 40, 9), (12, 31, 50), (13, 64, 33),
                                    (14, 95, 70), (15, 130, 66), (3, 65, 35), (17, 23, 40), (29, 70, 48),
                                    (33, 20, 17), (9, 1100, 20), (2, 1100, 300), (16, 2064, 16),
-                                   (1, 4096, 64), (8, 1030, 150), (7, 9, 1000)])
+                                   (1, 4096, 64), (8, 1030, 150), (7, 9, 1000), (8, 64, 129), (16, 40, 257)])
 def test_matmul_blocking_boundaries(shim, m, n, k, b_dtype):
     """Row blocks (6, 12, 14 rows), the AVX2 buffered path (7+ rows), row groups (16), column chunks
-    (1024), strips (16, 32 columns), K blocks (8, 16, 32 rows) and the copies of A (128 columns)."""
+    (1024), strips (16, 32 columns), K blocks (8, 16, 32 rows; 128 on AMD Zen) and the copies of A (128 columns)."""
     _check_matmul(shim, np.random.default_rng(m * n + k), m, n, k, b_dtype)
 
 
