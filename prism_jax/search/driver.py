@@ -235,7 +235,7 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
             if hit is not None:
                 hit.stats.seconds = {"cache lookup + re-rank": time.perf_counter() - start}
                 return hit
-    found = _search(region.name, symbolic, sizes, config, progress, start, cache)
+    found = _search(region.name, symbolic, sizes, config, progress, start, cache, deadline)
     log.debug("%s: %d candidate(s) of its own (one or two kernels) in %.1f s (limit %.1f s, timed out: %s)",
               region.name, len(found.candidates), time.perf_counter() - start, config.time_limit_s,
               found.stats.timed_out)
@@ -325,8 +325,11 @@ def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig,
 
 
 def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: SearchConfig,
-            progress: Progress | None, start: float, cache: "ResultCache | NullCache | None" = None) -> RegionSearch:
-    """The search itself (steps 2-5), unless the region's float32 core was searched before."""
+            progress: Progress | None, start: float, cache: "ResultCache | NullCache | None" = None,
+            hard_deadline: float | None = None) -> RegionSearch:
+    """The search itself (steps 2-5), unless the region's float32 core was searched before. Past the
+    time limit screening and proving go on until a candidate is proved, but never past
+    ``hard_deadline`` (a composed region's part: the composition has other ways to cover it)."""
     problem = SearchProblem.of(symbolic)
     core_key = cache_key(problem.core, config)
     stored = cache.get(CORE_NAMESPACE, core_key) if cache is not None else None
@@ -334,7 +337,7 @@ def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: Sea
     if reused is not None:
         reused.stats.seconds = {"core cache lookup + re-rank": time.perf_counter() - start}
         return reused
-    found, cores = _search_core(name, symbolic, problem, sizes, config, progress, start)
+    found, cores = _search_core(name, symbolic, problem, sizes, config, progress, start, hard_deadline)
     if cache is not None:
         cache.put(CORE_NAMESPACE, core_key, _to_cache(
             [(core, verdict, c.structure) for c, (core, verdict) in zip(found.candidates, cores)], found.stats))
@@ -342,7 +345,8 @@ def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: Sea
 
 
 def _search_core(name: str, symbolic: KernelGraph, problem: SearchProblem, sizes: dict[str, int],
-                 config: SearchConfig, progress: Progress | None, start: float) -> tuple[RegionSearch, list]:
+                 config: SearchConfig, progress: Progress | None, start: float,
+                 hard_deadline: float | None = None) -> tuple[RegionSearch, list]:
     """Enumerate, screen, rank and prove; the candidates, and per candidate its core program (before
     assembly) with the core's proof."""
     deadline = start + config.time_limit_s
@@ -354,7 +358,9 @@ def _search_core(name: str, symbolic: KernelGraph, problem: SearchProblem, sizes
     # the first start points' structures are screened while worker processes still enumerate the others
     batches = _enumerate_batches(problem.core, config, stats, start, progress)
     screen_deadline = start + config.time_limit_s * config.screening_share
-    screened = _screen(batches, problem.core, grid_ranks, stats, screen_deadline, progress, device.onchip_bytes)
+    hard = math.inf if hard_deadline is None else hard_deadline
+    screened = _screen(batches, problem.core, grid_ranks, stats, screen_deadline, progress, device.onchip_bytes,
+                       hard)
 
     phase_start = time.perf_counter()
     ranked = []
@@ -369,7 +375,7 @@ def _search_core(name: str, symbolic: KernelGraph, problem: SearchProblem, sizes
     stats.seconds["rank"] = time.perf_counter() - phase_start
 
     phase_start = time.perf_counter()
-    proved = _prove(ranked, problem, config, stats, deadline, progress)
+    proved = _prove(ranked, problem, config, stats, deadline, progress, hard)
     stats.seconds["prove"] = time.perf_counter() - phase_start
     stats.seconds["total"] = time.perf_counter() - start
     return RegionSearch(name, symbolic, sizes, [c for c, _, _ in proved], stats), [p[1:] for p in proved]
@@ -454,9 +460,11 @@ def smallest_footprint(graph: KernelGraph) -> int:
 
 
 def _screen(structures: list | Iterator[list], core: KernelGraph, grid_ranks: tuple[int, ...], stats: SearchStats,
-            deadline: float, progress: Progress | None, onchip_bytes: int) -> list[tuple[int, KernelGraph]]:
+            deadline: float, progress: Progress | None, onchip_bytes: int,
+            hard_deadline: float = math.inf) -> list[tuple[int, KernelGraph]]:
     """Every map assignment of every structure (a list, or batches of them as they are enumerated),
-    through the fingerprint; the survivors. Records its busy seconds as "maps + fingerprint"."""
+    through the fingerprint; the survivors (past ``deadline`` only while there are none, and never
+    past ``hard_deadline``). Records its busy seconds as "maps + fingerprint"."""
     busy = 0.0
     batches = iter([structures]) if isinstance(structures, list) else structures
     seen: list = []
@@ -466,7 +474,8 @@ def _screen(structures: list | Iterator[list], core: KernelGraph, grid_ranks: tu
             phase_start = time.perf_counter()
             first = len(seen)
             seen.extend(batch)
-            done = _screen_batch(seen, first, core, grid_ranks, stats, deadline, progress, onchip_bytes, survivors)
+            done = _screen_batch(seen, first, core, grid_ranks, stats, deadline, progress, onchip_bytes, survivors,
+                                 hard_deadline)
             busy += time.perf_counter() - phase_start
             if not done:
                 break
@@ -478,12 +487,14 @@ def _screen(structures: list | Iterator[list], core: KernelGraph, grid_ranks: tu
 
 
 def _screen_batch(structures: list, first: int, core: KernelGraph, grid_ranks: tuple[int, ...], stats: SearchStats,
-                  deadline: float, progress: Progress | None, onchip_bytes: int, survivors: list) -> bool:
+                  deadline: float, progress: Progress | None, onchip_bytes: int, survivors: list,
+                  hard_deadline: float = math.inf) -> bool:
     """Screens ``structures[first:]`` into ``survivors``; False when the deadline stopped it."""
     fingerprint = FingerprintVerifier(FingerprintConfig(trials=1))  # a filter: the e-graph has the last word
     for index in range(first, len(structures)):
         structure = structures[index]
-        if time.perf_counter() > deadline and survivors:  # past the deadline only while nothing survived
+        now = time.perf_counter()
+        if now > deadline and (survivors or now > hard_deadline):  # past the deadline only while nothing survived
             stats.timed_out = True
             return False
         if progress:
@@ -517,9 +528,10 @@ def _screen_batch(structures: list, first: int, core: KernelGraph, grid_ranks: t
 
 
 def _prove(ranked: list, problem: SearchProblem, config: SearchConfig, stats: SearchStats, deadline: float,
-           progress: Progress | None) -> list[tuple[Candidate, KernelGraph, Verdict]]:
+           progress: Progress | None, hard_deadline: float = math.inf) -> list[tuple[Candidate, KernelGraph, Verdict]]:
     """Proved candidates, best-ranked first, each with its core program and the proof of that (the
-    core's own verdict, as the core cache stores it)."""
+    core's own verdict, as the core cache stores it); past ``deadline`` only until one is proved, and
+    never past ``hard_deadline``."""
     prover = EGraphVerifier(EGraphConfig(max_seconds=config.egraph_seconds))
     candidates: list[tuple[Candidate, KernelGraph, Verdict]] = []
     kinds_proved: set[bool] = set()
@@ -532,7 +544,8 @@ def _prove(ranked: list, problem: SearchProblem, config: SearchConfig, stats: Se
             continue
         if failures.get(is_split(graph), 0) >= MAX_FAILED_PROOFS:
             continue  # this program shape's proofs keep timing out: spend the time elsewhere
-        if time.perf_counter() > deadline and candidates:
+        now = time.perf_counter()
+        if now > deadline and (candidates or now > hard_deadline):
             stats.timed_out = True
             break
         stats.sent_to_egraph += 1

@@ -305,3 +305,31 @@ def test_screen_prunes_what_never_fits_before_the_fingerprint():
     assert roomy.never_fits == 0
     assert not _screen(structures, core, (1, 2), cramped, time.perf_counter() + 30, None, onchip_bytes=8)
     assert cramped.never_fits == cramped.assignments - cramped.ill_typed > 0
+
+
+def test_screening_and_proving_go_past_the_limit_for_a_first_candidate_but_not_past_a_hard_deadline():
+    """A region's search screens and proves past its time limit until it has a candidate; a composed
+    region's part (which the composition can cover otherwise) stops at its hard deadline."""
+    import time
+
+    from prism_jax.search.driver import SearchStats, _prove, _screen
+    from prism_jax.search.enumerate import EnumerationConfig, enumerate_structures
+    from prism_jax.search.problem import SearchProblem
+
+    _, _, region = _region("swiglu")
+    problem = SearchProblem.of(symbolize(region)[0])
+    structures = list(enumerate_structures(problem.core, EnumerationConfig(time_limit_s=5.0), only=0))
+    past = time.perf_counter() - 1
+    late, stopped = SearchStats(), SearchStats()
+    survivors = _screen(structures, problem.core, (1, 2), late, past, None, onchip_bytes=1 << 30)
+    assert survivors and late.assignments > 0  # went on until one survived
+    assert not _screen(structures, problem.core, (1, 2), stopped, past, None, onchip_bytes=1 << 30,
+                       hard_deadline=past)
+    assert stopped.assignments == 0 and stopped.timed_out
+
+    ranked = [(0, index, k, graph, graph, None) for k, (index, graph) in enumerate(survivors[:3])]
+    config = SearchConfig(max_candidates=3)
+    assert len(_prove(ranked, problem, config, SearchStats(), past, None)) == 1  # one, then the limit
+    stopped = SearchStats()
+    assert _prove(ranked, problem, config, stopped, past, None, hard_deadline=past) == []
+    assert stopped.sent_to_egraph == 0 and stopped.timed_out
