@@ -140,8 +140,9 @@ inline __mmask32 mask32(std::int64_t n) {
 #endif
 
 // Long K blocks (128 rows of B per block in the AVX-512 strip kernels, z and
-// dp) on AMD Zen, the tuning target GCC and Clang name __znverN__ under
-// -march=native (GCC 12 names a Zen 5 "znver3").  Measured on a 2-core AMD
+// dp) on AMD Zen 5: the tuning target __znver5__, or an older Zen name with
+// AVX512_VP2INTERSECT, which Zen 5 has and Zen 4 has not (GCC 12 names a
+// Zen 5 "znver3" under -march=native).  Measured on a 2-core AMD
 // EPYC Zen 5 (AVX-512, AVX512_BF16, 48 KiB L1d, 1 MiB L2), two threads, B in
 // L3 unless said, median of 7 interleaved runs of 400 calls (us; before ->
 // after): dp (bfloat16 x bfloat16), 32 -> 128 rows: M = 16, K = 256,
@@ -154,10 +155,10 @@ inline __mmask32 mask32(std::int64_t n) {
 // widened bfloat16, 32 -> 128: M = 8, K = N = 1024 74 -> 58.  Tiles of 128
 // columns: no change.  Elsewhere the blocks stay as tuned on the Intel Xeon
 // (where 64-row bfloat16 blocks were ~25% slower at M = 16) and the Zen 4
-// (dp; longer blocks not measured there).
+// (dp; longer blocks not measured there: its 8-way L1d may hold fewer of
+// the 128 rows a power-of-two stride apart).
 #if !defined(PRISM_CPU_LONG_K_BLOCKS)
-#if defined(__znver1__) || defined(__znver2__) || defined(__znver3__) || defined(__znver4__) || \
-    defined(__znver5__)
+#if defined(__znver5__) || ((defined(__znver3__) || defined(__znver4__)) && defined(__AVX512VP2INTERSECT__))
 #define PRISM_CPU_LONG_K_BLOCKS 1
 #else
 #define PRISM_CPU_LONG_K_BLOCKS 0
@@ -849,7 +850,7 @@ inline constexpr int kMaxMr = 14;
 // bytes: 16 float32 rows or 32 bfloat16 rows, 2 KiB of B per (K block,
 // strip) -- fewer rows (more passes over C) measured slower, more (more
 // rows of B read side by side) no better or slower, on the Intel Xeon; on
-// AMD Zen 128 rows (PRISM_CPU_LONG_K_BLOCKS).
+// AMD Zen 5 128 rows (PRISM_CPU_LONG_K_BLOCKS).
 template <typename Src>
 inline constexpr std::int64_t kKc = PRISM_CPU_LONG_K_BLOCKS ? 128 : sizeof(Src) == 2 ? 32 : 16;
 // A is handled in groups of at most kRowGroup rows (B is read once per

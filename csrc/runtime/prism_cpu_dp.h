@@ -44,7 +44,7 @@ namespace dp {
 
 inline constexpr int kMaxMr = 14;            // MR x 2 accumulators + 2 B pairs + 1 A pair: 31 zmm
 inline constexpr std::int64_t kNr = 32;      // columns of a strip (two zmm of 16 pairs)
-// rows of B per K block (16 pairs, 2 KiB per strip; 128 on AMD Zen: PRISM_CPU_LONG_K_BLOCKS)
+// rows of B per K block (16 pairs, 2 KiB per strip; 128 on AMD Zen 5: PRISM_CPU_LONG_K_BLOCKS)
 inline constexpr std::int64_t kKc = PRISM_CPU_LONG_K_BLOCKS ? 128 : 32;
 inline constexpr std::int64_t kRowGroup = 16;
 inline constexpr std::int64_t kKa = 128;     // columns of A rounded into pairs at a time

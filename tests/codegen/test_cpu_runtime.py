@@ -250,7 +250,7 @@ def test_matmul_shapes_and_tails(shim, m, b_dtype):
                                    (1, 4096, 64), (8, 1030, 150), (7, 9, 1000), (8, 64, 129), (16, 40, 257)])
 def test_matmul_blocking_boundaries(shim, m, n, k, b_dtype):
     """Row blocks (6, 12, 14 rows), the AVX2 buffered path (7+ rows), row groups (16), column chunks
-    (1024), strips (16, 32 columns), K blocks (8, 16, 32 rows; 128 on AMD Zen) and the copies of A (128 columns)."""
+    (1024), strips (16, 32 columns), K blocks (8, 16, 32 rows; 128 on AMD Zen 5) and the copies of A (128 columns)."""
     _check_matmul(shim, np.random.default_rng(m * n + k), m, n, k, b_dtype)
 
 
