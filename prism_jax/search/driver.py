@@ -235,7 +235,8 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
             if hit is not None:
                 hit.stats.seconds = {"cache lookup + re-rank": time.perf_counter() - start}
                 return hit
-    found = _search(region.name, symbolic, sizes, config, progress, start, cache, deadline)
+    found = _search(region.name, symbolic, sizes, config, progress, start, cache,
+                    math.inf if deadline is None else deadline)
     log.debug("%s: %d candidate(s) of its own (one or two kernels) in %.1f s (limit %.1f s, timed out: %s)",
               region.name, len(found.candidates), time.perf_counter() - start, config.time_limit_s,
               found.stats.timed_out)
@@ -326,7 +327,7 @@ def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig,
 
 def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: SearchConfig,
             progress: Progress | None, start: float, cache: "ResultCache | NullCache | None" = None,
-            hard_deadline: float | None = None) -> RegionSearch:
+            hard_deadline: float = math.inf) -> RegionSearch:
     """The search itself (steps 2-5), unless the region's float32 core was searched before. Past the
     time limit screening and proving go on until a candidate is proved, but never past
     ``hard_deadline`` (a composed region's part: the composition has other ways to cover it)."""
@@ -346,7 +347,7 @@ def _search(name: str, symbolic: KernelGraph, sizes: dict[str, int], config: Sea
 
 def _search_core(name: str, symbolic: KernelGraph, problem: SearchProblem, sizes: dict[str, int],
                  config: SearchConfig, progress: Progress | None, start: float,
-                 hard_deadline: float | None = None) -> tuple[RegionSearch, list]:
+                 hard_deadline: float = math.inf) -> tuple[RegionSearch, list]:
     """Enumerate, screen, rank and prove; the candidates, and per candidate its core program (before
     assembly) with the core's proof."""
     deadline = start + config.time_limit_s
@@ -358,9 +359,8 @@ def _search_core(name: str, symbolic: KernelGraph, problem: SearchProblem, sizes
     # the first start points' structures are screened while worker processes still enumerate the others
     batches = _enumerate_batches(problem.core, config, stats, start, progress)
     screen_deadline = start + config.time_limit_s * config.screening_share
-    hard = math.inf if hard_deadline is None else hard_deadline
     screened = _screen(batches, problem.core, grid_ranks, stats, screen_deadline, progress, device.onchip_bytes,
-                       hard)
+                       hard_deadline)
 
     phase_start = time.perf_counter()
     ranked = []
@@ -375,7 +375,7 @@ def _search_core(name: str, symbolic: KernelGraph, problem: SearchProblem, sizes
     stats.seconds["rank"] = time.perf_counter() - phase_start
 
     phase_start = time.perf_counter()
-    proved = _prove(ranked, problem, config, stats, deadline, progress, hard)
+    proved = _prove(ranked, problem, config, stats, deadline, progress, hard_deadline)
     stats.seconds["prove"] = time.perf_counter() - phase_start
     stats.seconds["total"] = time.perf_counter() - start
     return RegionSearch(name, symbolic, sizes, [c for c, _, _ in proved], stats), [p[1:] for p in proved]
