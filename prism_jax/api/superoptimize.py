@@ -21,7 +21,7 @@ from prism_jax.cache import open_cache
 from prism_jax.cost import GPUS, H100_SXM, NATIVE_CPU, TileRules, gpu_spec, host_cpu
 from prism_jax.frontend import Region, TracedProgram, trace
 from prism_jax.frontend.trace import static_parameters, static_positions
-from prism_jax.frontend.to_jax import kernel_graph_fn
+from prism_jax.frontend.to_jax import USER_PRECISION, kernel_graph_fn
 from prism_jax.search import RegionSearch, SearchConfig, search_region
 from prism_jax.search.driver import HOST
 from prism_jax.ir import content_hash
@@ -269,7 +269,7 @@ def _runner(plans: dict[int, RegionPlan], target: Target) -> Callable[[Region, l
     def run(region: Region, args: list) -> list:
         plan = plans.get(id(region))
         if plan is None or not plan.uses_kernel:  # the user's code: matmuls at jax.jit's default precision
-            return kernel_graph_fn(region.graph, precision=None)(*args)
+            return kernel_graph_fn(region.graph, USER_PRECISION)(*args)
         reference = kernel_graph_fn(region.graph)
         if id(region) not in kernels:
             kernels[id(region)] = with_reference_vjp(target.build(plan.choice.graph, plan.choice.options), reference)

@@ -54,9 +54,10 @@ _OTHER: dict[OpKind, Callable] = {
 
 # The precision of a reference's matmuls: a float32 reference to check kernels against (GPUs default to
 # TF32 passes). Code that runs as the user's own (a region left to XLA, equations outside regions)
-# passes None, the default (or jax_default_matmul_precision) that the user's jax.jit program gets: the
-# converter keeps no dot's precision, and XLA:CPU compiles HIGHEST dots to slower code.
+# uses USER_PRECISION, the default (or jax_default_matmul_precision) that the user's jax.jit program
+# gets: the converter keeps no dot's precision, and XLA:CPU compiles HIGHEST dots to slower code.
 REFERENCE_PRECISION = jax.lax.Precision.HIGHEST
+USER_PRECISION = None
 
 
 def apply_op(kind: OpKind, attrs: Attrs, args: Sequence[Any], out_type: TensorType,

@@ -17,7 +17,7 @@ from prism_jax.frontend.convert import Converter
 from prism_jax.frontend.normalize import normalize
 from prism_jax.frontend.partition import SOURCES, RegionConfig, partition
 from prism_jax.frontend.program import FlatProgram, IrNode, LiteralValue, OpaqueNode, ScanNode
-from prism_jax.frontend.to_jax import apply_op, kernel_graph_fn, to_numpy
+from prism_jax.frontend.to_jax import USER_PRECISION, apply_op, kernel_graph_fn, to_numpy
 from prism_jax.ir import Interpreter, KernelGraph, KernelGraphBuilder
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def _run_node(part: PartitionedProgram, i: int, env: dict[int, Any], runner: Reg
     args = [_value(env, v) for v in node.inputs]
     if isinstance(node, IrNode):
         # the user's code outside regions: matmuls at the default precision, as jax.jit runs them
-        env[node.output] = apply_op(node.kind, node.attrs, args, part.program.types[node.output], precision=None)
+        env[node.output] = apply_op(node.kind, node.attrs, args, part.program.types[node.output], USER_PRECISION)
     elif isinstance(node, OpaqueNode):
         out = node.eqn.primitive.bind(*args, **node.eqn.params)
         env.update(zip(node.outputs, out if node.eqn.primitive.multiple_results else [out]))

@@ -35,7 +35,7 @@ from prism_jax.codegen import cpp, cuda, pallas
 from prism_jax.cost import TRITON, DeviceSpec, TileRules, estimate, ranked_sizes
 from prism_jax.cost import model as cost_model
 from prism_jax.cost import sizing as cost_sizing
-from prism_jax.frontend.to_jax import jax_dtype, kernel_graph_fn
+from prism_jax.frontend.to_jax import USER_PRECISION, jax_dtype, kernel_graph_fn
 from prism_jax.ir import DType, IRError, KernelGraph, content_hash, instantiate
 from prism_jax.tune.measure import ChainTimer, Inputs
 
@@ -207,7 +207,7 @@ class _Checker:
         self.reference = jax.jit(_flat(kernel_graph_fn(region)))
         # what runs if XLA keeps the region, and what kernels are timed against (the reference's
         # HIGHEST-precision dots are slower on XLA:CPU than the user's program's)
-        self.xla = jax.jit(_flat(kernel_graph_fn(region, precision=None)))
+        self.xla = jax.jit(_flat(kernel_graph_fn(region, USER_PRECISION)))
         self.args = random_args(region, seed)
         self.expected = self.reference(*self.args)
         self.allowed = tolerance([t.dtype for t in region.input_types + region.output_types])
