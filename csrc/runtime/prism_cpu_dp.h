@@ -24,6 +24,19 @@
 // VDPBF16PS treats denormal inputs as zero and flushes denormal results (as
 // AMX's TDPBF16PS does); the products are exact.
 //
+// More rows than one micro-kernel holds (M > kMaxMr) take a second path:
+// panels of B, kNc columns by a K block, are packed (rows read 512 bytes at
+// a time, pairs interleaved once) and every row block multiplies the packed
+// strips.  In place, each extra row block reads the strip again, and 64
+// bytes of rows a power-of-two stride apart miss L1 (they share its sets)
+// and stream badly from L3.  Measured on a 2-core AMD EPYC Zen 5 (two
+// threads, /tmp harness, median of interleaved runs): M = 16, K = 256, N =
+// 4096 (LoRA's base product) from L3 110-116 -> 68-78 us, from DRAM 139 ->
+// 120; M = 16, K = N = 4096 from DRAM 1927 -> 1380; M = 32, K = 4096, N =
+// 2048 1558 -> 1202.  At M <= kMaxMr the packing, which the multiplication
+// waits for, measured slower from DRAM (M = 8: 86 -> 98 us for 2 MiB, 978
+// -> 1197 for 32 MiB) for no gain from L3 (56 -> 55): those stay in place.
+//
 // Included by prism_cpu.h only, inside its AVX-512 section.
 #pragma once
 
@@ -46,7 +59,6 @@ inline constexpr int kMaxMr = 14;            // MR x 2 accumulators + 2 B pairs 
 inline constexpr std::int64_t kNr = 32;      // columns of a strip (two zmm of 16 pairs)
 // rows of B per K block (16 pairs, 2 KiB per strip; 128 on AMD Zen 5: PRISM_CPU_LONG_K_BLOCKS)
 inline constexpr std::int64_t kKc = PRISM_CPU_LONG_K_BLOCKS ? 128 : 32;
-inline constexpr std::int64_t kRowGroup = 16;
 inline constexpr std::int64_t kKa = 128;     // columns of A rounded into pairs at a time
 inline constexpr std::int64_t kApkLd = kKa / 2 + 8;  // 32-bit pairs per row of that copy
 // Strips ahead that B is prefetched (PRISM_CPU_PREFETCH_B): two (M = 8, K =
@@ -54,6 +66,18 @@ inline constexpr std::int64_t kApkLd = kKa / 2 + 8;  // 32-bit pairs per row of 
 // 180-200, eight 240-285; 360-380 without).
 inline constexpr std::int64_t kPrefetchStrips = 2;
 static_assert(kKa % kKc == 0 && kKc % 2 == 0, "K blocks tile the copies of A in whole pairs");
+// The packed path (M > kMaxMr): columns of B packed at a time, so each row of
+// B is read kNc * 2 = 512 bytes in one piece.  Reading 2 MiB of bfloat16 B
+// from L3 on one Zen 5 core (/tmp harness, median of 300): 32-column strips
+// in place (64 bytes of each row per pass) 12-25 GB/s, panels 128 columns
+// wide 58-60, 256 wide 77-82, 512 wide 89-93 (but the multiplication after
+// them slower: a 128 KiB panel no longer fits L2 beside the rest), whole
+// rows in order 93-101.
+inline constexpr std::int64_t kNc = 256;
+inline constexpr std::int64_t kPairWords = 2 * kNr;  // bfloat16 values of one packed pair of rows of a strip
+// Rows of A multiplied by one packing of B (the row blocks of the packed path).
+inline constexpr std::int64_t kPackedRowGroup = 64;
+static_assert(kNc % kNr == 0, "panels are whole strips");
 
 // The first `width` (a multiple of 16) values of a row: src[0:n] rounded to
 // bfloat16 (VCVTNEPS2BF16: to nearest even), zeros past n.
@@ -61,6 +85,39 @@ inline void round_row_to_bf16(const float* src, std::int64_t n, std::uint16_t* d
   for (std::int64_t k = 0; k < width; k += 16) {
     const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(n - k), src + k));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), (__m256i)h);
+  }
+}
+
+// Columns k0 .. k0 + kKa of A's M rows rounded into apk (row i at apk + i *
+// kApkLd); as 32-bit words, pairs (zeros past K).
+inline void round_a_columns(const float* A, std::int64_t lda, std::int64_t M, std::int64_t K, std::int64_t k0,
+                            std::uint32_t* apk) {
+  const std::int64_t ka = K - k0 < kKa ? K - k0 : kKa;
+  for (std::int64_t i = 0; i < M; ++i)
+    round_row_to_bf16(A + i * lda + k0, ka, reinterpret_cast<std::uint16_t*>(apk + i * kApkLd), (ka + 15) / 16 * 16);
+}
+
+// C[0:MR, 0:32] += the accumulators (columns {0-3, 8-11, ...} and {4-7,
+// 12-15, ...}), put back in column order; every row of C read before any is
+// written.  FULL: all 32 columns are real; otherwise the first `ncols`.
+template <int MR, bool FULL>
+inline void store_accumulators(__m512 (&acc)[MR][2], float* C, std::int64_t ldc, std::int64_t ncols) {
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  const __mmask16 m0 = FULL ? static_cast<__mmask16>(0xFFFFu) : mask16(ncols);
+  const __mmask16 m1 = FULL ? static_cast<__mmask16>(0xFFFFu) : mask16(ncols - 16);
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    const __m512 lo = acc[r][0], hi = acc[r][1];
+    const float* c = C + r * ldc;
+    acc[r][0] = _mm512_add_ps(_mm512_permutex2var_ps(lo, first, hi), _mm512_maskz_loadu_ps(m0, c));
+    acc[r][1] = _mm512_add_ps(_mm512_permutex2var_ps(lo, second, hi), _mm512_maskz_loadu_ps(m1, c + 16));
+  }
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    float* c = C + r * ldc;
+    _mm512_mask_storeu_ps(c, m0, acc[r][0]);
+    _mm512_mask_storeu_ps(c + 16, m1, acc[r][1]);
   }
 }
 
@@ -100,24 +157,7 @@ inline void micro_kernel(const std::uint32_t* apk, const std::uint16_t* B, std::
   for (; k + 2 <= kc; k += 2) step(k, true);
   if (k < kc) step(k, false);
 
-  // back to column order; every row of C read before any is written
-  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
-  const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
-  const __mmask16 m0 = FULL ? static_cast<__mmask16>(0xFFFFu) : mask16(ncols);
-  const __mmask16 m1 = FULL ? static_cast<__mmask16>(0xFFFFu) : mask16(ncols - 16);
-  PRISM_CPU_UNROLL
-  for (int r = 0; r < MR; ++r) {
-    const __m512 lo = acc[r][0], hi = acc[r][1];
-    const float* c = C + r * ldc;
-    acc[r][0] = _mm512_add_ps(_mm512_permutex2var_ps(lo, first, hi), _mm512_maskz_loadu_ps(m0, c));
-    acc[r][1] = _mm512_add_ps(_mm512_permutex2var_ps(lo, second, hi), _mm512_maskz_loadu_ps(m1, c + 16));
-  }
-  PRISM_CPU_UNROLL
-  for (int r = 0; r < MR; ++r) {
-    float* c = C + r * ldc;
-    _mm512_mask_storeu_ps(c, m0, acc[r][0]);
-    _mm512_mask_storeu_ps(c + 16, m1, acc[r][1]);
-  }
+  store_accumulators<MR, FULL>(acc, C, ldc, ncols);
 }
 
 template <bool FULL, int MR = 1>
@@ -132,54 +172,165 @@ inline void micro_kernel_rows(std::int64_t rows, const std::uint32_t* apk, const
   }
 }
 
-// Every row block of A (balanced blocks of at most kMaxMr rows) against one
-// strip; the blocks after the first read the strip from L1 (and prefetch
-// nothing).
-template <bool FULL>
-inline void strip_all_rows(const std::uint32_t* apk, const std::uint16_t* B, std::int64_t ldb, float* C,
-                           std::int64_t ldc, std::int64_t M, std::int64_t kc, std::int64_t ncols,
-                           const std::uint16_t* next) {
-  const std::int64_t blocks = (M + kMaxMr - 1) / kMaxMr;
-  std::int64_t i = 0;
-  for (std::int64_t blk = 0; blk < blocks; ++blk) {
-    const std::int64_t rows = (M - i + (blocks - blk) - 1) / (blocks - blk);
-    micro_kernel_rows<FULL>(rows, apk + i * kApkLd, B, ldb, C + i * ldc, ldc, kc, ncols, blk == 0 ? next : nullptr);
-    i += rows;
-  }
-}
-
-// At most kRowGroup rows of A: K blocks outermost, 32-column strips inside.
+// At most kMaxMr rows of A (one micro-kernel per strip, B read in place):
+// K blocks outermost, 32-column strips inside.
 inline void row_group(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
                       std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K, std::uint32_t* apk) {
   const StripOrder<std::uint16_t> order(B, ldb, K, kKc, N, 0, kNr);
   const std::int64_t strips = order.count();
   for (std::int64_t k0 = 0; k0 < K; k0 += kKc) {
     const std::int64_t kc = K - k0 < kKc ? K - k0 : kKc;
-    if (k0 % kKa == 0) {  // the next kKa columns of A, rounded; as 32-bit words, pairs (zeros past K)
-      const std::int64_t ka = K - k0 < kKa ? K - k0 : kKa;
-      for (std::int64_t i = 0; i < M; ++i)
-        round_row_to_bf16(A + i * lda + k0, ka, reinterpret_cast<std::uint16_t*>(apk + i * kApkLd),
-                          (ka + 15) / 16 * 16);
-    }
+    if (k0 % kKa == 0) round_a_columns(A, lda, M, K, k0, apk);
     const std::uint32_t* a = apk + (k0 % kKa) / 2;
     const std::uint16_t* b = B + k0 * ldb;
     for (std::int64_t s = 0; s < strips; ++s) {
       const std::int64_t j = order.start(s), ncols = order.columns(s);
       const std::uint16_t* next = order.ahead(k0, s, kPrefetchStrips);
       if (ncols == kNr)
-        strip_all_rows<true>(a, b + j, ldb, C + j, ldc, M, kc, kNr, next);
+        micro_kernel_rows<true>(M, a, b + j, ldb, C + j, ldc, kc, kNr, next);
       else
-        strip_all_rows<false>(a, b + j, ldb, C + j, ldc, M, kc, ncols, next);
+        micro_kernel_rows<false>(M, a, b + j, ldb, C + j, ldc, kc, ncols, next);
+    }
+  }
+}
+
+// ---- the packed path (M > kMaxMr) ----
+
+// B[0:kc, 0:ncols] (ncols <= kNc) packed into `pk` strip by strip (32
+// columns each; strip s at pk + s * pairs * kPairWords, pairs = ceil(kc / 2)):
+// for every pair of rows (2p, 2p+1) the two vectors VDPBF16PS multiplies,
+// lo then hi as micro_kernel makes them.  Columns past ncols and a missing
+// last row of an odd kc are zeros.  Rows 2p and 2p+1 are read side by side,
+// each in one piece.
+inline void pack_panel(const std::uint16_t* B, std::int64_t ldb, std::int64_t kc, std::int64_t ncols,
+                       std::uint16_t* pk) {
+  const std::int64_t pairs = (kc + 1) / 2, strips = (ncols + kNr - 1) / kNr;
+  for (std::int64_t p = 0; p < pairs; ++p) {
+    const std::uint16_t* b0 = B + 2 * p * ldb;
+    const std::uint16_t* b1 = b0 + ldb;
+    const bool second = 2 * p + 1 < kc;
+    std::uint16_t* out = pk + p * kPairWords;
+    for (std::int64_t s = 0; s < strips; ++s, out += pairs * kPairWords) {
+      const __mmask32 mb = mask32(ncols - s * kNr);
+      const __m512i x0 = _mm512_maskz_loadu_epi16(mb, b0 + s * kNr);
+      const __m512i x1 = second ? _mm512_maskz_loadu_epi16(mb, b1 + s * kNr) : _mm512_setzero_si512();
+      _mm512_store_si512(out, _mm512_unpacklo_epi16(x0, x1));
+      _mm512_store_si512(out + kNr, _mm512_unpackhi_epi16(x0, x1));
+    }
+  }
+}
+
+// Rows of B prefetched by a packed micro-kernel, 128 bytes per pair it
+// multiplies: `rows` rows of `row_bytes` from `next`, `stride` bytes apart.
+// Spread so (a burst of the same lines before each strip measured slower
+// from DRAM: M = 16, K = N = 4096, 1380 us spread).
+struct Ahead {
+  const char* next = nullptr;
+  std::int64_t stride = 0, row_bytes = 0, rows = 0;
+};
+
+// C[0:MR, 0:32] += A[0:MR, 0:2 pairs] @ S for a packed strip S (pack_panel)
+// of `pairs` pairs of rows; A as in micro_kernel.  FULL: all 32 columns of C
+// are real; otherwise the first `ncols`.
+template <int MR, bool FULL>
+inline void packed_kernel(const std::uint32_t* apk, const std::uint16_t* S, float* C, std::int64_t ldc,
+                          std::int64_t pairs, std::int64_t ncols, Ahead ahead) {
+  static_assert(MR >= 1 && MR <= kMaxMr, "micro-kernel rows");
+  __m512 acc[MR][2];
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+
+  std::int64_t offset = 0;
+  for (std::int64_t p = 0; p < pairs; ++p, S += kPairWords) {
+    if (ahead.rows > 0) {
+      _mm_prefetch(ahead.next + offset, _MM_HINT_T0);
+      _mm_prefetch(ahead.next + offset + 64, _MM_HINT_T0);
+      if ((offset += 128) >= ahead.row_bytes) {
+        offset = 0;
+        ahead.next += ahead.stride;
+        --ahead.rows;
+      }
+    }
+    const __m512bh lo = (__m512bh)_mm512_load_si512(S);
+    const __m512bh hi = (__m512bh)_mm512_load_si512(S + kNr);
+    PRISM_CPU_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(apk[r * kApkLd + p]));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, lo);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, hi);
+    }
+  }
+  store_accumulators<MR, FULL>(acc, C, ldc, ncols);
+}
+
+template <bool FULL, int MR = 1>
+inline void packed_kernel_rows(std::int64_t rows, const std::uint32_t* apk, const std::uint16_t* S, float* C,
+                               std::int64_t ldc, std::int64_t pairs, std::int64_t ncols, Ahead ahead) {
+  if constexpr (MR <= kMaxMr) {
+    if (rows == MR)
+      packed_kernel<MR, FULL>(apk, S, C, ldc, pairs, ncols, ahead);
+    else
+      packed_kernel_rows<FULL, MR + 1>(rows, apk, S, C, ldc, pairs, ncols, ahead);
+  }
+}
+
+// Rows of A: blocks of at most kMaxMr rows, sizes balanced.
+inline std::int64_t row_block(std::int64_t M, std::int64_t blocks, std::int64_t blk, std::int64_t i) {
+  return (M - i + (blocks - blk) - 1) / (blocks - blk);
+}
+
+// At most kPackedRowGroup rows of A: K blocks outermost, panels of kNc
+// columns (packed into pk) inside, their strips, then the row blocks; the
+// next panel prefetched by the first row block, a share per strip.
+inline void packed_row_group(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb,
+                             float* C, std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K,
+                             std::uint32_t* apk, std::uint16_t* pk) {
+  const std::int64_t blocks = (M + kMaxMr - 1) / kMaxMr;
+  for (std::int64_t k0 = 0; k0 < K; k0 += kKc) {
+    const std::int64_t kc = K - k0 < kKc ? K - k0 : kKc, pairs = (kc + 1) / 2;
+    if (k0 % kKa == 0) round_a_columns(A, lda, M, K, k0, apk);
+    const std::uint32_t* a = apk + (k0 % kKa) / 2;
+    for (std::int64_t j0 = 0; j0 < N; j0 += kNc) {
+      const std::int64_t nc = N - j0 < kNc ? N - j0 : kNc, strips = (nc + kNr - 1) / kNr;
+      pack_panel(B + k0 * ldb + j0, ldb, kc, nc, pk);
+      // the next panel: this K block's, else the next K block's first
+      const std::int64_t nj = j0 + kNc < N ? j0 + kNc : 0, nk = j0 + kNc < N ? k0 : k0 + kKc;
+      const std::int64_t nrows = nk < K ? (K - nk < kKc ? K - nk : kKc) : 0;
+      const std::int64_t rows_per_strip = (nrows + strips - 1) / strips;
+      Ahead ahead{nrows > 0 ? reinterpret_cast<const char*>(B + nk * ldb + nj) : nullptr, ldb * 2,
+                  (N - nj < kNc ? N - nj : kNc) * 2, 0};
+      for (std::int64_t s = 0; s < strips; ++s) {
+        const std::int64_t r0 = s * rows_per_strip, j = s * kNr;
+        ahead.rows = !PRISM_CPU_PREFETCH_B || r0 >= nrows ? 0 : nrows - r0 < rows_per_strip ? nrows - r0 : rows_per_strip;
+        const std::uint16_t* strip = pk + s * pairs * kPairWords;
+        for (std::int64_t blk = 0, i = 0; blk < blocks; ++blk) {
+          const std::int64_t rows = row_block(M, blocks, blk, i);
+          const Ahead pf = blk == 0 ? ahead : Ahead{};
+          if (nc - j >= kNr)
+            packed_kernel_rows<true>(rows, a + i * kApkLd, strip, C + i * ldc + j0 + j, ldc, pairs, kNr, pf);
+          else
+            packed_kernel_rows<false>(rows, a + i * kApkLd, strip, C + i * ldc + j0 + j, ldc, pairs, nc - j, pf);
+          i += rows;
+        }
+        ahead.next += ahead.rows * ahead.stride;
+      }
     }
   }
 }
 
 inline void matmul_acc(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
                        std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
-  alignas(64) std::uint32_t apk[kRowGroup * kApkLd];
-  for (std::int64_t i0 = 0; i0 < M; i0 += kRowGroup) {
-    const std::int64_t mg = M - i0 < kRowGroup ? M - i0 : kRowGroup;
-    row_group(A + i0 * lda, lda, B, ldb, C + i0 * ldc, ldc, mg, N, K, apk);
+  if (M <= kMaxMr) {
+    alignas(64) std::uint32_t apk[kMaxMr * kApkLd];
+    row_group(A, lda, B, ldb, C, ldc, M, N, K, apk);
+    return;
+  }
+  // 18 KiB of A and a 64 KiB panel of B, off the stack of whichever thread runs this
+  alignas(64) static thread_local std::uint32_t apk[kPackedRowGroup * kApkLd];
+  alignas(64) static thread_local std::uint16_t pk[kKc * kNc];
+  for (std::int64_t i0 = 0; i0 < M; i0 += kPackedRowGroup) {
+    const std::int64_t mg = M - i0 < kPackedRowGroup ? M - i0 : kPackedRowGroup;
+    packed_row_group(A + i0 * lda, lda, B, ldb, C + i0 * ldc, ldc, mg, N, K, apk, pk);
   }
 }
 

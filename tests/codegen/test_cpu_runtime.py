@@ -322,6 +322,15 @@ def test_bf16_dot_shapes_and_tails(shim, m):
             _check_matmul(shim, rng, m, n, k, np.uint16, dot=True)
 
 
+@pytest.mark.parametrize("m,n,k", [(15, 257, 129), (16, 600, 300), (29, 513, 257), (16, 31, 3), (64, 96, 40),
+                                   (70, 300, 33), (65, 64, 1)])
+def test_bf16_dot_packed_panels(shim, m, n, k):
+    """More rows than one VDPBF16PS micro-kernel holds: B packed 256 columns by a K block at a time
+    (partial last panels and strips, odd K, several K blocks with the next panel prefetched across
+    them) and every row block against the packed strips, 64 rows per packing."""
+    _check_matmul(shim, np.random.default_rng(m * n + k), m, n, k, np.uint16, dot=True)
+
+
 def test_amx_where_the_host_has_it(shims):
     """-march=native on a host with AMX compiles the AMX path (and Linux grants the tile state here);
     PRISM_CPU_NO_AMX and the non-native builds leave it out."""
