@@ -305,6 +305,58 @@ def test_a_computed_transposed_operand_is_computed_once_and_read_by_rows():
     np.testing.assert_allclose(np.asarray(got[0]), expected[0], rtol=2e-5, atol=2e-5)
 
 
+def _lora_graph(dtype: str = "float32", product_as_output: bool = False):
+    """``X W + (X A) B`` (LoRA) as one kernel over column tiles; ``product_as_output``: X W is also a
+    result of its own."""
+    from prism_jax.ir import DType, TensorType
+    from prism_jax.ir.graph import BlockGraphBuilder, KernelGraphBuilder
+    from prism_jax.ir.maps import map_from_dims
+    from prism_jax.ir.ops import OpKind
+
+    dt = DType(dtype)
+    tx, tw, ta, tb = (TensorType(s, dt) for s in ((5, 40), (40, 96), (40, 4), (4, 96)))
+    kb = KernelGraphBuilder("lora")
+    inputs = [kb.input(t, n) for t, n in ((tx, "X"), (tw, "W"), (ta, "A"), (tb, "B"))]
+    bb = BlockGraphBuilder((2,), 1)
+    splits = ([None], [1], [None], [1])  # W and B: columns over the grid
+    x, w, a, b = (bb.input(k, t, map_from_dims(2, 1, s)) for k, (t, s) in enumerate(zip((tx, tw, ta, tb), splits)))
+    if dt != DType.FLOAT32:
+        x, w, a, b = (bb.op(OpKind.CONVERT, v, dtype=DType.FLOAT32) for v in (x, w, a, b))
+    xw = bb.op(OpKind.MATMUL, x, w)
+    y = bb.op(OpKind.ADD, xw, bb.op(OpKind.MATMUL, bb.op(OpKind.MATMUL, x, a), b))
+    if dt != DType.FLOAT32:
+        y = bb.op(OpKind.CONVERT, y, dtype=dt)
+    bb.output(y, map_from_dims(2, 1, [1]))
+    if product_as_output:
+        bb.output(xw, map_from_dims(2, 1, [1]))
+    outs = kb.custom_kernel(bb.build([tx, tw, ta, tb]), *inputs)
+    return kb.build(list(outs))
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype,product_as_output", [("float32", False), ("bfloat16", False), ("float32", True)])
+def test_a_product_added_to_another_accumulates_into_its_buffer(dtype, product_as_output):
+    """LoRA's ``X W + (X A) B``: (X A) B is multiplied into X W's buffer (one zeroed buffer for the two,
+    no loop adding them), unless X W is read elsewhere (here: a result of its own)."""
+    graph = _lora_graph(dtype, product_as_output)
+    op = graph.custom_kernels[0]
+    source = cpp.kernel_source(op.block, [graph.values[v] for v in op.inputs], "lora_probe")
+    calls = re.findall(r"pc::matmul_acc\w*\([^;]*?, (v\d+) \+ \(0\) \* \d+, ", source)
+    zeroed = re.findall(r"std::fill\((v\d+),", source)
+    assert len(calls) == 3, source
+    if product_as_output:
+        assert len(set(calls)) == 3 and " + " in source.split(calls[2], 2)[-1]
+    else:  # X W's buffer receives (X A) B; X A has one of its own
+        assert calls[0] == calls[2] and calls[1] != calls[0] and sorted(zeroed) == sorted(calls[:2]), source
+    inputs = random_inputs(graph, seed=6)
+    expected = evaluate(graph, *inputs)
+    got = jax.jit(cpp.kernel_graph_function(graph))(*inputs)
+    for e, g in zip(expected, got):  # bfloat16: X A rounded to bfloat16 before (X A) B, as a bf16 program does
+        e, g = np.asarray(e, np.float32), np.asarray(g, np.float32)
+        scale = 2e-2 * np.abs(e).max() if dtype == "bfloat16" else 2e-5
+        np.testing.assert_allclose(g, e, rtol=2e-5, atol=scale)
+
+
 def _bf16_scores_graph():
     """``Q @ K^T`` with bfloat16 Q (4 rows, as GQA's query heads per KV head), K and result."""
     from prism_jax.ir import DType, TensorType

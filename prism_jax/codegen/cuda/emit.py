@@ -53,6 +53,7 @@ class CudaKernelEmitter(KernelEmitter):
     REDUCE_IN_PRODUCER = False  # (the same reason)
     ELEMENTWISE_VIEWS = False  # tiles are staged in shared memory
     SCALED_OPERANDS = False  # its matmul reads staged tiles
+    ACCUMULATED_SUMS = False  # its matmul writes its tile
 
     def __init__(self, block: BlockGraph, source_types: Sequence[TensorType], symbol: str,
                  threads: int = THREADS) -> None:
