@@ -205,9 +205,31 @@ def _run_node(part: PartitionedProgram, i: int, env: dict[int, Any], runner: Reg
 
 
 def _run_scan(body: PartitionedProgram, node: ScanNode, args: list[Any], runner: RegionRunner) -> list[Any]:
+    """A scan whose body runs partitioned: one ``lax.scan`` over the body (traced once, so its regions'
+    kernels are called from one loop body however long the scan), or step by step in Python for the
+    interpreter, which needs concrete values."""
     consts = args[:node.num_consts]
     carry = args[node.num_consts:node.num_consts + node.num_carry]
     xs = args[node.num_consts + node.num_carry:]
+    params = node.eqn.params
+    if runner is interpreter_runner:
+        return _run_scan_steps(body, node, consts, carry, xs, runner)
+    carry_avals = [v.aval for v in node.eqn.outvars[:node.num_carry]]
+
+    def as_carry(values: Sequence[Any]) -> list[Any]:  # the scan's carry types exactly (no weak types)
+        return [jax.lax.convert_element_type(v, a.dtype) for v, a in zip(values, carry_avals)]
+
+    def step(c: list[Any], x: list[Any]) -> tuple[list[Any], list[Any]]:
+        outs = run_partitioned(body, [*consts, *c, *x], runner)
+        return as_carry(outs[:node.num_carry]), list(outs[node.num_carry:])
+
+    final, ys = jax.lax.scan(step, as_carry(carry), list(xs), length=int(params["length"]),
+                             reverse=bool(params.get("reverse", False)), unroll=params.get("unroll", 1))
+    return [*final, *ys]
+
+
+def _run_scan_steps(body: PartitionedProgram, node: ScanNode, consts: list[Any], carry: list[Any],
+                    xs: list[Any], runner: RegionRunner) -> list[Any]:
     length = int(node.eqn.params["length"])
     steps = range(length - 1, -1, -1) if node.eqn.params.get("reverse", False) else range(length)
     ys_steps = []

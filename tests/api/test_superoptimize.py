@@ -149,6 +149,30 @@ def test_second_build_is_a_cache_hit():
     assert "hit" in again.explain(*args).table()
 
 
+def test_a_scan_over_layers_stays_one_loop_with_its_kernels_inside():
+    """``lax.scan`` over stacked layers: the regions found in the body run inside one ``lax.scan``
+    (the body traced once), not a loop unrolled into the program, and equal jax.jit with grad."""
+    ws = jax.random.normal(jax.random.key(3), (5, 64, 64)) / 8
+    gains = 1.0 + jax.random.normal(jax.random.key(4), (5, 64)) / 10
+
+    def layers(x, ws, gains):
+        def body(h, layer):
+            w, g = layer
+            n = h * jax.lax.rsqrt(jnp.mean(h * h, -1, keepdims=True) + 1e-6) * g
+            return h + jnp.tanh(n @ w), jnp.sum(n)
+        return jax.lax.scan(body, x, (ws, gains))
+
+    x = jax.random.normal(jax.random.key(5), (4, 64))
+    optimized = interpret(layers)
+    (h, sums), (h_ref, sums_ref) = optimized(x, ws, gains), jax.jit(layers)(x, ws, gains)
+    assert_close(h, h_ref, jnp.float32)
+    assert_close(sums, sums_ref, jnp.float32)
+    program = str(jax.make_jaxpr(optimized)(x, ws, gains))
+    assert program.count("scan[") == 1 and 1 <= program.count("pallas_call[") < 5, program
+    grad = jax.grad(lambda w: jnp.sum(optimized(x, w, gains)[0]))(ws)
+    assert_close(grad, jax.grad(lambda w: jnp.sum(layers(x, w, gains)[0]))(ws), jnp.float32)
+
+
 def test_static_argnums_and_pytrees():
     def f(params, x, scale):
         return rmsnorm_matmul(x, params["g"], params["w"]) * scale
