@@ -11,6 +11,7 @@ import ast
 import logging
 from typing import Any, Callable, Sequence
 
+import jax
 import numpy as np
 from jax.extend import core as jcore
 
@@ -377,8 +378,23 @@ def _dot_general(c, eqn, ins):
         b = c.emit(OpKind.RESHAPE, b, shape=batch + (1, n))
         out = c.emit(OpKind.MUL, a, b)
     else:
-        out = c.emit(OpKind.MATMUL, a, b)
+        precision = _precision_attr(eqn.params.get("precision"))
+        out = c.emit(OpKind.MATMUL, a, b, **({"precision": precision} if precision else {}))
     return [c.emit(OpKind.RESHAPE, out, shape=batch + m_dims + n_dims)]
+
+
+def _precision_attr(precision: Any) -> tuple[str, str] | None:
+    """A dot's explicit precision as a matmul attribute (see ir.ops._OPTIONAL_ATTRS); None for the
+    default. Anything else (a custom ``DotAlgorithm``) keeps the equation as the user wrote it."""
+    if precision is None:
+        return None
+    if isinstance(precision, jax.lax.DotAlgorithmPreset):
+        return None if precision == jax.lax.DotAlgorithmPreset.DEFAULT else ("algorithm", precision.name)
+    if isinstance(precision, tuple) and len(precision) == 2 and all(
+            p is None or isinstance(p, jax.lax.Precision) for p in precision):
+        names = tuple("default" if p is None else p.name.lower() for p in precision)
+        return None if names == ("default", "default") else names
+    raise Unsupported(f"dot_general with precision {precision!r}")
 
 
 RULES: dict[str, Rule] = {

@@ -54,17 +54,19 @@ _OTHER: dict[OpKind, Callable] = {
 
 # The precision of a reference's matmuls: a float32 reference to check kernels against (GPUs default to
 # TF32 passes). Code that runs as the user's own (a region left to XLA, equations outside regions)
-# uses USER_PRECISION, the default (or jax_default_matmul_precision) that the user's jax.jit program
-# gets: the converter keeps no dot's precision, and XLA:CPU compiles HIGHEST dots to slower code.
+# uses USER_PRECISION, what the user's jax.jit program gets: the default (or
+# jax_default_matmul_precision), or a dot's own precision where the user named one (the matmul's
+# ``precision`` attribute); XLA:CPU compiles HIGHEST dots to slower code.
 REFERENCE_PRECISION = jax.lax.Precision.HIGHEST
 USER_PRECISION = None
 
 
 def apply_op(kind: OpKind, attrs: Attrs, args: Sequence[Any], out_type: TensorType,
              precision: Any = REFERENCE_PRECISION) -> Any:
-    """Evaluate one predefined IR op with JAX (matmuls at ``precision``)."""
+    """Evaluate one predefined IR op with JAX (matmuls at ``precision``; at USER_PRECISION a matmul the
+    user gave a precision of its own keeps it)."""
     if kind is OpKind.MATMUL:
-        return jnp.matmul(args[0], args[1], precision=precision)
+        return jnp.matmul(args[0], args[1], precision=_matmul_precision(attrs, precision))
     if kind in _UNARY:
         return _UNARY[kind](args[0])
     if kind in _BINARY:
@@ -72,6 +74,17 @@ def apply_op(kind: OpKind, attrs: Attrs, args: Sequence[Any], out_type: TensorTy
     if kind in _OTHER:
         return _OTHER[kind](attrs, args, out_type)
     raise IRError(f"{kind} has no JAX form (custom kernels run through codegen)")
+
+
+def _matmul_precision(attrs: Attrs, precision: Any) -> Any:
+    """``precision``, or at USER_PRECISION the matmul's own (its ``precision`` attribute, set where the
+    user's dot named one: ``jnp.dot(.., precision=HIGHEST)`` stays HIGHEST where XLA runs it)."""
+    own = attrs.get("precision") if precision is USER_PRECISION else None
+    if own is None:
+        return precision
+    if own[0] == "algorithm":
+        return jax.lax.DotAlgorithmPreset[own[1]]
+    return tuple(jax.lax.Precision(name) for name in own)
 
 
 def kernel_graph_fn(graph: KernelGraph, precision: Any = REFERENCE_PRECISION) -> Callable[..., list[Any]]:

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 from prism_jax.ir.errors import IRError
 from prism_jax.ir.maps import (MapEntry, MapMatrix, check_map_shape, is_concrete_map, no_split, split_factor,
                                tile_dim)
-from prism_jax.ir.ops import ACCUMULATORS, BLOCK_OPS, PREDEFINED, Attrs, OpKind, infer_types, required_attrs
+from prism_jax.ir.ops import (ACCUMULATORS, BLOCK_OPS, PREDEFINED, Attrs, OpKind, infer_types, optional_attrs,
+                              required_attrs)
 from prism_jax.ir.symbolic import ConstraintSet, Divisible, InRange, MemoryBudget, Size, is_concrete, mul
 from prism_jax.ir.types import DType, TensorType
 
@@ -200,7 +201,7 @@ def _check_op(op: Op, values: Sequence[TensorType], defined: set[int], what: str
     for v in op.inputs:
         if v not in defined:
             raise IRError(f"{what}: reads %{v} before it is defined")
-    extra = op.attrs.keys() - required_attrs(op.kind)
+    extra = op.attrs.keys() - required_attrs(op.kind) - optional_attrs(op.kind)
     if extra:
         raise IRError(f"{what}: unexpected attributes {sorted(extra)}")
     if len(op.outputs) != 1:

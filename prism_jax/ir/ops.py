@@ -117,8 +117,18 @@ _ARITY.update({k: 1 for k in ACCUMULATORS - {OpKind.ACCUM_RESCALED_SUM}})
 _ARITY.update({OpKind.SELECT: 3, OpKind.CONSTANT: 0, OpKind.IOTA: 0})
 
 
+# attributes a kind may carry beyond its required ones: a matmul's ``precision``, the user's explicit
+# precision (a pair of ``jax.lax.Precision`` names, or ("algorithm", a ``DotAlgorithmPreset`` name)),
+# kept for the code that lowers the op back to XLA; absent where the user left the default
+_OPTIONAL_ATTRS: dict[OpKind, frozenset[str]] = {OpKind.MATMUL: frozenset({"precision"})}
+
+
 def required_attrs(kind: OpKind) -> frozenset[str]:
     return _ATTRS.get(kind, frozenset())
+
+
+def optional_attrs(kind: OpKind) -> frozenset[str]:
+    return _OPTIONAL_ATTRS.get(kind, frozenset())
 
 
 def arity(kind: OpKind) -> int | None:

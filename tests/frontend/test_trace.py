@@ -154,3 +154,30 @@ def test_region_budget_cuts_long_chains():
     traced = _check(deep, X, jnp.eye(16) * 0.5)
     assert len(traced.regions) >= 2
     assert all(sum(op.kind.value == "matmul" for op in r.graph.ops) <= 6 for r in traced.regions)
+
+
+@pytest.mark.parametrize("precision,attr", [(jax.lax.Precision.HIGHEST, ("highest", "highest")),
+                                            ("BF16_BF16_F32", ("algorithm", "BF16_BF16_F32")),
+                                            (None, None)])
+def test_an_explicit_dot_precision_is_kept_for_where_xla_runs_the_region(precision, attr):
+    """``jnp.dot(.., precision=...)``: the matmul carries it (through serialization), and the region's
+    XLA form at the user's precision lowers with it; the references kernels are checked against stay
+    at HIGHEST, and a dot with no precision of its own gets jax.jit's default."""
+    from prism_jax.frontend.to_jax import REFERENCE_PRECISION, USER_PRECISION, kernel_graph_fn
+    from prism_jax.ir import OpKind
+    from prism_jax.ir.serialize import from_json, to_json
+
+    traced = _check(lambda x, w: jnp.tanh(jnp.dot(x, w, precision=precision)), X, W, regions=1)
+    graph = traced.regions[0].graph
+    (matmul,) = [op for op in graph.ops if op.kind == OpKind.MATMUL]
+    assert matmul.attrs.get("precision") == attr
+    again = from_json(to_json(graph))
+    assert [op.attrs.get("precision") for op in again.ops if op.kind == OpKind.MATMUL] == [attr]
+
+    def lowered(p):
+        return jax.jit(kernel_graph_fn(graph, p)).lower(X, W).as_text()
+
+    user = lowered(USER_PRECISION)
+    assert ("HIGHEST" in user) == (attr == ("highest", "highest"))
+    assert ("algorithm" in user) == (attr is not None and attr[0] == "algorithm")
+    assert "HIGHEST" in lowered(REFERENCE_PRECISION)
