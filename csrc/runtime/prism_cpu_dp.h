@@ -222,8 +222,9 @@ inline void pack_panel(const std::uint16_t* B, std::int64_t ldb, std::int64_t kc
 
 // Rows of B prefetched by a packed micro-kernel, 128 bytes per pair it
 // multiplies: `rows` rows of `row_bytes` from `next`, `stride` bytes apart.
-// Spread so (a burst of the same lines before each strip measured slower
-// from DRAM: M = 16, K = N = 4096, 1380 us spread).
+// Spread over the pairs: the same prefetches in a burst before each strip
+// measured slower from DRAM (this path at M = 8, K = N = 4096, two threads:
+// 1059-1197 us spread, 1263-1344 burst, 1512-1572 none).
 struct Ahead {
   const char* next = nullptr;
   std::int64_t stride = 0, row_bytes = 0, rows = 0;
@@ -301,7 +302,8 @@ inline void packed_row_group(const float* A, std::int64_t lda, const std::uint16
                   (N - nj < kNc ? N - nj : kNc) * 2, 0};
       for (std::int64_t s = 0; s < strips; ++s) {
         const std::int64_t r0 = s * rows_per_strip, j = s * kNr;
-        ahead.rows = !PRISM_CPU_PREFETCH_B || r0 >= nrows ? 0 : nrows - r0 < rows_per_strip ? nrows - r0 : rows_per_strip;
+        ahead.rows = !PRISM_CPU_PREFETCH_B || r0 >= nrows ? 0
+                     : nrows - r0 < rows_per_strip ? nrows - r0 : rows_per_strip;
         const std::uint16_t* strip = pk + s * pairs * kPairWords;
         for (std::int64_t blk = 0, i = 0; blk < blocks; ++blk) {
           const std::int64_t rows = row_block(M, blocks, blk, i);
