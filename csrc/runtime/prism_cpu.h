@@ -217,6 +217,18 @@ class StripOrder {
 }  // namespace prism_jax
 #endif
 
+namespace prism_jax {
+namespace cpu {
+namespace detail {
+// Rows of row block `blk` (starting at row i) when M rows go in `blocks`
+// blocks of balanced sizes (16 in 2: 8 + 8; in 3: 6 + 5 + 5).
+inline std::int64_t row_block(std::int64_t M, std::int64_t blocks, std::int64_t blk, std::int64_t i) {
+  return (M - i + (blocks - blk) - 1) / (blocks - blk);
+}
+}  // namespace detail
+}  // namespace cpu
+}  // namespace prism_jax
+
 #include "prism_cpu_dp.h"
 
 namespace prism_jax {
@@ -622,7 +634,7 @@ inline void strip_all_rows(const float* A, std::int64_t lda, const Src* B, std::
   }
   std::int64_t i = 0;
   for (std::int64_t blk = 0; blk < blocks; ++blk) {
-    const std::int64_t rows = (M - i + (blocks - blk) - 1) / (blocks - blk);
+    const std::int64_t rows = row_block(M, blocks, blk, i);
     if (blk == 0)
       micro_kernel_rows<FULL, true>(rows, A, lda, B, ldb, C, ldc, kc, ncols, pk, next);
     else  // from the copy: nothing to prefetch
@@ -1039,7 +1051,7 @@ inline void strip_all_rows(const float* A, std::int64_t lda, const Src* B, std::
   }
   std::int64_t i = 0;
   for (std::int64_t blk = 0; blk < blocks; ++blk) {
-    const std::int64_t rows = (M - i + (blocks - blk) - 1) / (blocks - blk);
+    const std::int64_t rows = row_block(M, blocks, blk, i);
     if (blk == 0)
       micro_kernel_rows<FULL, true>(rows, A, lda, B, ldb, C, ldc, kc, ncols, pk, next);
     else  // from the copy in L1: nothing to prefetch

@@ -275,11 +275,6 @@ inline void packed_kernel_rows(std::int64_t rows, const std::uint32_t* apk, cons
   }
 }
 
-// Rows of A: blocks of at most kMaxMr rows, sizes balanced.
-inline std::int64_t row_block(std::int64_t M, std::int64_t blocks, std::int64_t blk, std::int64_t i) {
-  return (M - i + (blocks - blk) - 1) / (blocks - blk);
-}
-
 // At most kPackedRowGroup rows of A: K blocks outermost, panels of kNc
 // columns (packed into pk) inside, their strips, then the row blocks; the
 // next panel prefetched by the first row block, a share per strip.
