@@ -81,6 +81,19 @@ def _drop_identity(program, node, defs):
     return None
 
 
+def _unit_transpose(program, node, defs):
+    """A transpose that moves only size-1 dims (the others keep their order) is a reshape: the same
+    elements in the same order. Attention's [b, 1, h, d] → [b, h, 1, d] at decode is one; as a reshape
+    it is a free view the search handles at a region's edge, and composes with the reshapes around it."""
+    if node.kind != OpKind.TRANSPOSE:
+        return None
+    shape = program.types[node.inputs[0]].shape
+    moved = [p for p in node.attrs["perm"] if shape[p] != 1]
+    if moved != sorted(moved):
+        return None
+    return IrNode(OpKind.RESHAPE, Attrs.of(shape=program.types[node.output].shape), node.inputs, node.output)
+
+
 def _compose_layout(program, node, defs):
     """reshape∘reshape, transpose∘transpose, broadcast∘broadcast, reshape∘(unit-dim broadcast)."""
     src = defs.get(node.inputs[0]) if node.inputs else None
@@ -184,7 +197,8 @@ def _sink_insertions(program, node, defs):
                 if v in defs and defs[v].kind == OpKind.RESHAPE
                 and _is_unit_reshape(program.types[defs[v].inputs[0]].shape, program.types[v].shape)}
     others = [v for k, v in enumerate(node.inputs) if k not in reshaped]
-    if not reshaped or any(_constant_value(defs, u) is None for u in others):
+    if not reshaped or any(_constant_value(defs, u) is None and not _viewable(program, defs, u, out_type)
+                           for u in others):
         return None
     widest = max(reshaped, key=lambda k: program.types[reshaped[k].inputs[0]].num_elements)
     src_shape = program.types[reshaped[widest].inputs[0]].shape
@@ -198,27 +212,44 @@ def _sink_insertions(program, node, defs):
             return None
     rank = len(src_shape)
     extra, inputs = [], []
-    for k, u in enumerate(node.inputs):
-        if k in reshaped:
-            inputs.append(reshaped[k].inputs[0])
-            continue
-        inputs.append(_constant_of_rank(program, defs, u, rank, extra))
     inner_shape = tuple(out_type.shape[p] for p in positions)
     if _place(inner_shape, positions, len(out_type.shape)) != tuple(out_type.shape):
         return None
+    for k, u in enumerate(node.inputs):
+        if k in reshaped:
+            inputs.append(reshaped[k].inputs[0])
+        elif _constant_value(defs, u) is not None:
+            inputs.append(_constant_of_rank(program, defs, u, rank, extra))
+        else:  # an operand from outside the IR (a region input): viewed without the unit dims
+            view = program.new_value(program.types[u].with_shape(inner_shape))
+            extra.append(IrNode(OpKind.RESHAPE, Attrs.of(shape=inner_shape), (u,), view))
+            inputs.append(view)
     inner = program.new_value(out_type.with_shape(inner_shape))
     extra.append(IrNode(node.kind, node.attrs, tuple(inputs), inner))
     return extra + [IrNode(OpKind.RESHAPE, Attrs.of(shape=out_type.shape), (inner,), node.output)]
 
 
+def _viewable(program, defs, value, out_type: TensorType) -> bool:
+    """A value of the op's full shape that no IR op defines (an argument, or an equation the IR does not
+    represent): whatever region reads it takes it as an input, where a reshape is a free view. Such an
+    operand lets a unit-dim insertion on its partner sink (``x + y.reshape(1, 1, d)`` with ``x`` an
+    argument: a residual added to a projection computed in 2-D) without a reshape inside a region."""
+    return (not isinstance(value, LiteralValue) and value not in defs and program.types.get(value) is not None
+            and program.types[value].shape == out_type.shape)
+
+
 def _sink_one_reshape(program, node, defs):
-    """The single-reshape form (inserting or removing unit dims) with constant other operands."""
+    """The single-reshape form (inserting or removing unit dims) with constant other operands. A removal
+    off a value no IR op defines stays: that is where :func:`_hoist_unit_removal` puts it (a free view
+    of a region input)."""
     out_type = program.types[node.output]
     for k, v in enumerate(node.inputs):
         src = defs.get(v)
         if src is None or src.kind != OpKind.RESHAPE:
             continue
         x_type = program.types[src.inputs[0]]
+        if x_type.rank > out_type.rank and src.inputs[0] not in defs:
+            continue
         others = [u for j, u in enumerate(node.inputs) if j != k]
         if (not _is_unit_reshape(x_type.shape, out_type.shape) or program.types[v].shape != out_type.shape
                 or any(_constant_value(defs, u) is None for u in others)):
@@ -258,6 +289,86 @@ def _sink_through_reduction(program, node, defs):
     inner = program.new_value(out_type.with_shape(tuple(1 if i in axes else d for i, d in enumerate(x_shape))))
     return [IrNode(node.kind, Attrs.of(axes=axes), (src.inputs[0],), inner),
             IrNode(OpKind.RESHAPE, Attrs.of(shape=out_type.shape), (inner,), node.output)]
+
+
+def _hoist_unit_removal(program, node, defs):
+    """reshape(op(x, ...)) → op(reshape(x), ...) for a reshape that only removes unit dims, applied to the
+    whole chain of elementwise ops and reductions above it at once, down to values no IR op defines
+    (region inputs: the reshape becomes a free view), constants and other reshapes (which compose).
+    An RMSNorm computed on a [1, 1, d] decode token and viewed as [1, d] for the projection after it
+    then runs in 2-D, with no reshape between the norm and the matmul for the search to stop at. Only
+    when every value of the chain is read by the chain alone (nothing is computed twice)."""
+    if node.kind != OpKind.RESHAPE or node.inputs[0] not in defs:
+        return None
+    src_shape, dst_shape = program.types[node.inputs[0]].shape, program.types[node.output].shape
+    kept = _unit_insertions(dst_shape, src_shape)
+    if kept is None or len(kept) == len(src_shape) or defs[node.inputs[0]].kind not in ELEMENTWISE | REDUCTIONS:
+        return None
+    removed = tuple(sorted(set(range(len(src_shape))) - set(kept)))
+    chain: dict[int, tuple[int, ...]] = {}
+    if not _removable(program, defs, node.inputs[0], removed, chain) or not _read_by_chain_only(program, node, chain):
+        return None
+    extra: list[IrNode] = []
+    built: dict[tuple[int, tuple[int, ...]], int] = {}
+    value = _without_units(program, defs, node.inputs[0], removed, extra, built)
+    last = extra.pop()
+    return extra + [IrNode(last.kind, last.attrs, last.inputs, node.output)] if last.output == value else None
+
+
+def _removable(program, defs, value, removed: tuple[int, ...], chain: dict) -> bool:
+    """Whether ``value`` can be rebuilt without its unit dims ``removed``; the computed values that would
+    be rebuilt go to ``chain`` (value → removed dims)."""
+    if isinstance(value, LiteralValue) or value not in defs or defs[value].kind == OpKind.RESHAPE:
+        return True
+    node, shape = defs[value], program.types[value].shape
+    if chain.get(value, removed) != removed or any(shape[d] != 1 for d in removed):
+        return False
+    if value in chain:
+        return True
+    if node.kind == OpKind.CONSTANT:
+        return _constant_value(defs, value) is not None
+    if node.kind in REDUCTIONS:
+        if set(node.attrs["axes"]) & set(removed):
+            return False
+    elif node.kind not in ELEMENTWISE:
+        return False
+    chain[value] = removed
+    return all(isinstance(u, LiteralValue) or program.types[u].rank == len(shape) for u in node.inputs) and \
+        all(_removable(program, defs, u, removed, chain) for u in node.inputs)
+
+
+def _read_by_chain_only(program, node, chain: dict) -> bool:
+    if set(chain) & set(program.outputs):
+        return False
+    return all(not (set(n.inputs) & set(chain)) or (n is node or getattr(n, "output", None) in chain)
+               for n in program.nodes)
+
+
+def _without_units(program, defs, value, removed, extra: list, built: dict) -> int:
+    """``value`` without its unit dims ``removed`` (new nodes appended to ``extra`` in order)."""
+    if isinstance(value, LiteralValue):
+        return value
+    key = (value, removed)
+    if key in built:
+        return built[key]
+    t = program.types[value]
+    shape = tuple(d for i, d in enumerate(t.shape) if i not in removed)
+    node = defs.get(value)
+    if node is not None and node.kind == OpKind.CONSTANT:
+        out = _constant_of_rank(program, defs, value, len(shape), extra)
+    elif node is None or node.kind == OpKind.RESHAPE:
+        out = program.new_value(t.with_shape(shape))
+        extra.append(IrNode(OpKind.RESHAPE, Attrs.of(shape=shape), (value if node is None else node.inputs[0],), out))
+    else:
+        inputs = tuple(_without_units(program, defs, u, removed, extra, built) for u in node.inputs)
+        attrs = node.attrs
+        if node.kind in REDUCTIONS:
+            attrs = Attrs.of(**{**attrs.as_dict(), "axes": tuple(a - sum(d < a for d in removed)
+                                                                  for a in node.attrs["axes"])})
+        out = program.new_value(t.with_shape(shape))
+        extra.append(IrNode(node.kind, attrs, inputs, out))
+    built[key] = out
+    return out
 
 
 def _unit_insertions(src_shape, dst_shape) -> list[int] | None:
@@ -306,8 +417,8 @@ _EVAL_SCALAR = {k: _eval_scalar(k) for k in ELEMENTWISE - {OpKind.SELECT, OpKind
 _EVAL_SCALAR[OpKind.CONVERT] = lambda args: args[0]
 _FOLDABLE = _FOLDABLE - {OpKind.INTEGER_POW}
 
-_REWRITES: tuple[Pass, ...] = (_drop_identity, _compose_layout, _fold_constants, _neutral_operand,
-                               _implicit_broadcast, _square, _sink_unit_reshape)
+_REWRITES: tuple[Pass, ...] = (_drop_identity, _unit_transpose, _compose_layout, _fold_constants, _neutral_operand,
+                               _implicit_broadcast, _square, _sink_unit_reshape, _hoist_unit_removal)
 
 
 def _cse(program: FlatProgram) -> bool:

@@ -18,7 +18,7 @@ from prism_jax.frontend.normalize import normalize
 from prism_jax.frontend.partition import SOURCES, RegionConfig, partition
 from prism_jax.frontend.program import FlatProgram, IrNode, LiteralValue, OpaqueNode, ScanNode
 from prism_jax.frontend.to_jax import USER_PRECISION, apply_op, kernel_graph_fn, to_numpy
-from prism_jax.ir import Interpreter, KernelGraph, KernelGraphBuilder
+from prism_jax.ir import Interpreter, KernelGraph, KernelGraphBuilder, OpKind
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,27 @@ class PartitionedProgram:
 
 def build_partitioned(program: FlatProgram, config: RegionConfig) -> PartitionedProgram:
     normalize(program)
-    regions = [_build_region(program, nodes, f"{program.name}.region{k}")
+    regions = [_build_region(program, _without_shared_views(program, nodes), f"{program.name}.region{k}")
                for k, nodes in enumerate(partition(program, config))]
     bodies = {i: build_partitioned(node.body, config) for i, node in enumerate(program.nodes)
               if isinstance(node, ScanNode)}
     return PartitionedProgram(program, regions, bodies)
+
+
+def _without_shared_views(program: FlatProgram, nodes: Sequence[int]) -> list[int]:
+    """The region's nodes less the reshapes of values it does not compute that are also read outside it
+    (a decode token viewed in 2-D for the norm of this region and for the residual add of another): left
+    to XLA, a free view both read, rather than a copy this region would return as an output."""
+    members = set(nodes)
+    producers, users = program.producers(), program.users()
+    outputs = {v for v in program.outputs if isinstance(v, int)}
+
+    def shared_view(i: int) -> bool:
+        node = program.nodes[i]
+        return (isinstance(node, IrNode) and node.kind == OpKind.RESHAPE and producers.get(node.inputs[0]) not in members
+                and (node.output in outputs or any(u not in members for u in users.get(node.output, []))))
+
+    return [i for i in nodes if not shared_view(i)]
 
 
 def _build_region(program: FlatProgram, nodes: Sequence[int], name: str) -> Region:

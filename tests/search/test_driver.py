@@ -333,3 +333,21 @@ def test_screening_and_proving_go_past_the_limit_for_a_first_candidate_but_not_p
     stopped = SearchStats()
     assert _prove(ranked, problem, config, stopped, past, None, hard_deadline=past) == []
     assert stopped.sent_to_egraph == 0 and stopped.timed_out
+
+
+def test_a_projection_added_to_a_3d_residual_is_one_kernel():
+    """A decoder's down projection: ``r + ((a * b) @ w).reshape(1, 1, d)`` with the residual ``r`` an
+    argument of shape [1, 1, d]. The region's add runs on a view of ``r`` (normalization), so the search
+    finds the one-kernel program: the product in the K loop, the residual added after it."""
+    keys = jax.random.split(jax.random.key(0), 4)
+    args = (jax.random.normal(keys[0], (1, 64)), jax.random.normal(keys[1], (1, 64)),
+            jax.random.normal(keys[2], (64, 32)), jax.random.normal(keys[3], (1, 1, 32)))
+
+    def fn(a, b, w, r):
+        return r + ((a * b) @ w).reshape(1, 1, 32)
+
+    region = prism_jax.trace(fn, *args).regions[0].graph
+    result = search_region(region, NO_CACHE)
+    assert result.best is not None
+    block = _fused_block(result.best)
+    assert {OpKind.MATMUL, OpKind.MUL, OpKind.ADD} <= set(_kinds(block))
