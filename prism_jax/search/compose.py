@@ -45,11 +45,14 @@ class Part:
 
 def cut_positions(region: KernelGraph) -> list[int]:
     """Op indices after a matmul or reduction where the region can be cut in two, each side keeping at
-    least one of them; the most balanced cut first."""
+    least one of them: cuts after a matmul first (a reduction is mostly inside a norm or a softmax,
+    whose statistics a cut would send through memory: attention followed by its output projection is
+    cut after P V, not between softmax's max and sum), the most balanced first among each."""
     heavy_at = [i for i, op in enumerate(region.ops) if op.kind in HEAVY]
     positions = [i + 1 for i in heavy_at[:-1]]
     middle = len(heavy_at) / 2
-    return sorted(positions, key=lambda p: (abs(sum(1 for h in heavy_at if h < p) - middle), p))
+    return sorted(positions, key=lambda p: (region.ops[p - 1].kind != OpKind.MATMUL,
+                                            abs(sum(1 for h in heavy_at if h < p) - middle), p))
 
 
 def cut(region: KernelGraph, position: int) -> tuple[Part, Part]:
@@ -133,16 +136,19 @@ SLICE_SHARE = 0.6  # of the composition's time, what the output slices may use b
 
 def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph], Any], max_kernels: int,
             budget_s: float, progress: Callable[[int, int], None] | None = None
-            ) -> tuple[KernelGraph, Verdict, Any] | None:
-    """The cheapest (by ``rank``, None when it does not fit) program whose parts give at least one custom
-    kernel and at most ``max_kernels``: (graph, verdict, rank), found within ``budget_s`` seconds. A region
-    of several outputs is first split into its output slices (until ``SLICE_SHARE`` of the time), then cut
-    (the most balanced cuts, in the time left); the cheapest of both wins. The parts of a split share
-    the time left, and a part's search ends within its share, its own composition included.
-    ``progress(seconds spent, budget)`` is called after each split."""
+            ) -> list[tuple[KernelGraph, Verdict, Any]]:
+    """Programs whose parts give at least one custom kernel and at most ``max_kernels``, as (graph,
+    verdict, rank), found within ``budget_s`` seconds: the cheapest by ``rank`` (None: it does not fit),
+    then, when another, the cheapest of those that leave the fewest matmuls and reductions to predefined
+    ops. The cost model takes predefined ops at the roofline, which XLA's own matmuls are far from on
+    some targets (its CPU dots of a few rows), so the tuner times both. A region of several outputs is
+    first split into its output slices (until ``SLICE_SHARE`` of the time), then cut (the most balanced
+    cuts, in the time left). The parts of a split share the time left, and a part's search ends within
+    its share, its own composition included. ``progress(seconds spent, budget)`` is called after each
+    split."""
     start = time.perf_counter()
     end, slices_end = start + budget_s, start + budget_s * SLICE_SHARE
-    best = None
+    cheapest = widest = None
     for splits, deadline in ((_slice_splits(region), slices_end), (_cut_splits(region), end)):
         for parts in splits:
             if deadline - time.perf_counter() < MIN_PART_S:
@@ -150,11 +156,23 @@ def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph],
             for programs in _choices(parts, _programs(parts, search, deadline), max_kernels):
                 graph = _join(region, parts, programs)
                 cost = rank(graph)
-                if cost is not None and (best is None or cost.key < best[2].key):
-                    best = (graph, _verdict(programs), cost)
+                if cost is None:
+                    continue
+                found = (graph, _verdict(programs), cost)
+                if cheapest is None or cost.key < cheapest[2].key:
+                    cheapest = found
+                if widest is None or (_left_heavy(graph), cost.key) < (_left_heavy(widest[0]), widest[2].key):
+                    widest = found
             if progress is not None:
                 progress(round(time.perf_counter() - start), round(budget_s))
-    return best
+    if cheapest is None:
+        return []
+    return [cheapest] if widest is cheapest or _left_heavy(widest[0]) == _left_heavy(cheapest[0]) else [cheapest, widest]
+
+
+def _left_heavy(graph: KernelGraph) -> int:
+    """Matmuls and reductions a program leaves to predefined ops."""
+    return sum(op.kind in HEAVY for op in graph.ops)
 
 
 MAX_CHOICE_PARTS = 6  # parts with programs up to which every subset of them is ranked

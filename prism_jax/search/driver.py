@@ -315,8 +315,7 @@ def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig,
     composed = compose(symbolic, search_part, lambda graph: best_sizes(graph, device, found.sizes),
                        config.max_kernels, budget_s,
                        None if progress is None else lambda spent, budget: progress("compose s", spent, budget))
-    if composed is not None:
-        graph, verdict, cost = composed
+    for graph, verdict, cost in composed:
         found.candidates.append(Candidate(graph, verdict, cost, COMPOSED))
         found.stats.composed += 1
     # the parts had the whole budget: more time might compose more (a longer limit searches again)
