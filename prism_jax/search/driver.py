@@ -27,8 +27,9 @@ import pickle
 import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from prism_jax.cost import GPUS, H100_SXM, DeviceSpec, Ranked, best_sizes, host_cpu
-from prism_jax.ir import IRError, KernelGraph, OpKind, content_hash, format_kernel_graph, from_json, to_json
+from prism_jax.cost import GPUS, H100_SXM, DeviceSpec, Ranked, best_sizes, host_cpu, memory_floor_seconds
+from prism_jax.ir import (IRError, KernelGraph, OpKind, content_hash, format_kernel_graph, from_json, instantiate,
+                          to_json)
 from prism_jax.search.compose import MIN_PART_S, compose
 from prism_jax.search.enumerate import EnumerationConfig, EnumerationStats, count_start_points, enumerate_structures
 from prism_jax.search.maps import build_candidate, parallel_assignments
@@ -241,14 +242,32 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
               region.name, len(found.candidates), time.perf_counter() - start, config.time_limit_s,
               found.stats.timed_out)
     compose_s = 2 * config.time_limit_s if deadline is None else deadline - time.perf_counter()
-    if not found.candidates and config.max_kernels > 1 and compose_s > 0:
+    if config.max_kernels > 1 and compose_s > 0 and (not found.candidates or _falls_short(found, config)):
         _compose(found, symbolic, config, cache, compose_s, progress)
+        found.candidates.sort(key=lambda c: (c.ranked.key, c.structure))
         # only a composed result needs its own entry: any other is its core's entry (CORE_NAMESPACE)
         # assembled again. A timed-out search is stored too: its best so far, with timed_out in its stats
         if cache is not None:
             cache.put(CACHE_NAMESPACE, key,
                       _to_cache([(c.graph, c.verdict, c.structure) for c in found.candidates], found.stats))
     return found
+
+
+SHORT_OF_FLOOR = 1.5  # a best one-kernel program estimated this many times the region's memory floor
+
+
+def _falls_short(found: "RegionSearch", config: SearchConfig) -> bool:
+    """Whether the best one-kernel program is estimated well above the region's memory floor -- it reads
+    its inputs more than once, or runs on fewer blocks than the device has units (a decode MLP as one
+    kernel: each block recomputes the whole hidden layer, or one block computes it), so programs of
+    several kernels may do better and are composed too (the tuner times both). Not when the best is
+    already a program of several kernels (the split-KV attention the search finds itself)."""
+    best = found.best
+    if (best is None or len(best.graph.custom_kernels) != 1
+            or sum(op.kind == OpKind.MATMUL for op in found.reference.ops) < 2):
+        return False
+    floor = memory_floor_seconds(instantiate(found.reference, found.sizes), config.device_spec())
+    return best.ranked.seconds > SHORT_OF_FLOOR * floor
 
 
 def _to_cache(candidates: list[tuple[KernelGraph, Verdict, str]], stats: SearchStats) -> dict:

@@ -10,12 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import prism_jax
+from prism_jax.cost import memory_floor_seconds
 from prism_jax.ir import Interpreter, OpKind, instantiate
 from prism_jax.ir.examples import random_inputs
 from prism_jax.search import SearchConfig, search_region, symbolize
 from prism_jax.workloads.llama import llama_block_fn, tiny_config
 
 compose = importlib.import_module("prism_jax.search.compose")
+driver = importlib.import_module("prism_jax.search.driver")
 CONFIG = SearchConfig(use_cache=False, progress=False, time_limit_s=10.0)
 
 
@@ -169,3 +171,23 @@ def test_cuts_after_a_matmul_come_before_cuts_inside_a_softmax():
     heads = [compose.cut(region, p)[0].graph for p in compose.cut_positions(region)[:compose.MAX_CUTS]]
     assert any(sum(op.kind == OpKind.MATMUL for op in head.ops) == 2  # Q K^T and P V: the attention alone
                and any(op.kind == OpKind.REDUCE_MAX for op in head.ops) for head in heads)
+
+
+def test_a_one_kernel_program_well_above_the_floor_is_offered_with_compositions():
+    """A decode MLP as one kernel either recomputes the hidden layer in every block or runs on one
+    block (estimated well above the memory floor on a multi-core device): the search composes too, so
+    the tuner also times the gate/up kernel followed by the down-projection kernel."""
+    from prism_jax.workloads.llama import LlamaConfig
+    config = LlamaConfig(dim=256, n_heads=2, n_kv_heads=1, head_dim=128, hidden_dim=704)
+    fn, params = llama_block_fn(config, mode="prefill")
+    traced = prism_jax.trace(fn, params, jnp.ones((1, 1, config.dim)))
+    mlp = next(r.graph for r in traced.regions if any(op.kind == OpKind.LOGISTIC for op in r.graph.ops))
+    search_config = SearchConfig(use_cache=False, progress=False, time_limit_s=10.0, device="host")
+    found = search_region(mlp, search_config)
+    one_kernel = [c for c in found.candidates if c.structure != driver.COMPOSED]
+    floor = memory_floor_seconds(instantiate(found.reference, found.sizes), search_config.device_spec())
+    assert one_kernel and one_kernel[0].ranked.seconds > driver.SHORT_OF_FLOOR * floor
+    composed = [c for c in found.candidates if c.structure == driver.COMPOSED]
+    assert composed and max(len(c.graph.custom_kernels) for c in composed) >= 2
+    keys = [c.ranked.key for c in found.candidates]
+    assert keys == sorted(keys)
