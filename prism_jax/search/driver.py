@@ -261,9 +261,11 @@ def _falls_short(found: "RegionSearch", config: SearchConfig) -> bool:
     its inputs more than once, or runs on fewer blocks than the device has units (a decode MLP as one
     kernel: each block recomputes the whole hidden layer, or one block computes it), so programs of
     several kernels may do better and are composed too (the tuner times both). Not when the best is
-    already a program of several kernels (the split-KV attention the search finds itself)."""
+    already a program of several kernels (the split-KV attention the search finds itself), and only for
+    the host CPU, whose few cores and XLA dots far from the roofline this is for: on a GPU it composed
+    QK-norm attention for 75 s (its one flash kernel leaves SMs idle; the split forms are the answer)."""
     best = found.best
-    if (best is None or len(best.graph.custom_kernels) != 1
+    if (config.device != HOST or best is None or len(best.graph.custom_kernels) != 1
             or sum(op.kind == OpKind.MATMUL for op in found.reference.ops) < 2):
         return False
     floor = memory_floor_seconds(instantiate(found.reference, found.sizes), config.device_spec())
