@@ -52,19 +52,21 @@ class PartitionedProgram:
 
 def build_partitioned(program: FlatProgram, config: RegionConfig) -> PartitionedProgram:
     normalize(program)
-    regions = [_build_region(program, _without_shared_views(program, nodes), f"{program.name}.region{k}")
+    producers, users = program.producers(), program.users()  # the program is fixed from here on
+    regions = [_build_region(program, _without_shared_views(program, nodes, producers, users), producers, users,
+                             f"{program.name}.region{k}")
                for k, nodes in enumerate(partition(program, config))]
     bodies = {i: build_partitioned(node.body, config) for i, node in enumerate(program.nodes)
               if isinstance(node, ScanNode)}
     return PartitionedProgram(program, regions, bodies)
 
 
-def _without_shared_views(program: FlatProgram, nodes: Sequence[int]) -> list[int]:
+def _without_shared_views(program: FlatProgram, nodes: Sequence[int], producers: dict[int, int],
+                          users: dict[int, list[int]]) -> list[int]:
     """The region's nodes less the reshapes of values it does not compute that are also read outside it
     (a decode token viewed in 2-D for the norm of this region and for the residual add of another): left
     to XLA, a free view both read, rather than a copy this region would return as an output."""
     members = set(nodes)
-    producers, users = program.producers(), program.users()
     outputs = {v for v in program.outputs if isinstance(v, int)}
 
     def shared_view(i: int) -> bool:
@@ -75,10 +77,9 @@ def _without_shared_views(program: FlatProgram, nodes: Sequence[int]) -> list[in
     return [i for i in nodes if not shared_view(i)]
 
 
-def _build_region(program: FlatProgram, nodes: Sequence[int], name: str) -> Region:
+def _build_region(program: FlatProgram, nodes: Sequence[int], producers: dict[int, int], users: dict[int, list[int]],
+                  name: str) -> Region:
     members = set(nodes)
-    producers = program.producers()
-    users = program.users()
     builder = KernelGraphBuilder(name)
     local: dict[int, int] = {}
     inputs: list[int] = []
