@@ -167,7 +167,7 @@ def compose(region: KernelGraph, search: SearchFn, rank: Callable[[KernelGraph],
                 progress(round(time.perf_counter() - start), round(budget_s))
     if cheapest is None:
         return []
-    return [cheapest] if widest is cheapest or _left_heavy(widest[0]) == _left_heavy(cheapest[0]) else [cheapest, widest]
+    return [cheapest] if _left_heavy(widest[0]) == _left_heavy(cheapest[0]) else [cheapest, widest]
 
 
 def _left_heavy(graph: KernelGraph) -> int:
