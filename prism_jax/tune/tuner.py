@@ -65,7 +65,7 @@ class TuneConfig:
     min_speedup: float = 1.03  # a kernel replaces XLA only when this much faster (timing noise on shared hosts)
     finalists: int = 3  # the rounds' fastest programs, timed again with XLA's to pick the winner
     finalist_spread: float = 1.25  # ... those within this factor of the fastest
-    final_repeats: int = 7  # rounds at least of that final timing
+    final_budget_s: float = 0.5  # timed loops of that final (all its programs): its rounds as timing_budget_s's
     compile_workers: int = 4  # threads building and checking programs on a device
     seed: int = 0  # of the random check inputs
     use_cache: bool = True
@@ -260,10 +260,11 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
     reason = _not_clearly_faster(times[finalists[0]], xla_time, config)
     if reason is None:
         # the best of several noisy timings is biased low (and a noisy moment can favour any program):
-        # the fastest few are timed again with XLA's program, in more rounds, and the winner of that
-        # must beat XLA (lora float32 once won 276 vs 347 µs and then ran 300 µs to XLA's 250 in the
-        # benchmark; attention bfloat16 took sizes running 101 µs in one tuning, 54-66 in others)
-        final = dataclasses.replace(config, repeats=max(config.repeats, config.final_repeats))
+        # the fastest few are timed again with XLA's program, in rounds of their own (a 50 µs kernel
+        # gets ~10), and the winner of that must beat XLA (lora float32 once won 276 vs 347 µs and then
+        # ran 300 µs to XLA's 250 in the benchmark; attention bfloat16 took sizes running 101 µs in one
+        # tuning, 54-66 in others)
+        final = dataclasses.replace(config, timing_budget_s=config.final_budget_s)
         xla_time, *final_times = _device_times([checker.xla] + [checked[i][4] for i in finalists], checker.args,
                                                final)
         log.debug("%s: final: XLA %.1f µs; %s", region.name, xla_time * 1e6,

@@ -224,7 +224,7 @@ def test_the_winner_must_beat_xla_again_when_timed_against_it_alone(monkeypatch)
 
 def test_the_fastest_few_are_timed_again_and_the_final_picks_the_winner(monkeypatch):
     """The rounds' fastest programs within ``finalist_spread`` of the fastest (not a clearly slower one)
-    are timed again with XLA's, in at least ``final_repeats`` rounds, and the winner of that final is
+    are timed again with XLA's, in rounds within ``final_budget_s``, and the winner of that final is
     used: a program that led the rounds by a noisy moment does not win on it."""
     import prism_jax.tune.tuner as tuner
     from prism_jax.codegen.pallas import PallasOptions
@@ -234,7 +234,7 @@ def test_the_fastest_few_are_timed_again_and_the_final_picks_the_winner(monkeypa
     calls = []
 
     def device_times(fns, args, config):
-        calls.append((list(fns), config.repeats))
+        calls.append((list(fns), config.timing_budget_s))
         if len(calls) == 1:  # the rounds: num_warps=1 leads, 2 is close, 4 clearly slower
             return [1e-3, 0.50e-3, 0.55e-3, 0.90e-3]
         return [1e-3, 0.60e-3, 0.52e-3]  # the final: num_warps=2 is the faster
@@ -242,10 +242,10 @@ def test_the_fastest_few_are_timed_again_and_the_final_picks_the_winner(monkeypa
     monkeypatch.setattr(tuner, "_device_times", device_times)
     region, symbolic, sizes = problem()
     timed = Target("cpu-timed", H100_SXM, interpret=False)
-    choice = tune_region(region, [(symbolic, sizes)], timed, TuneConfig(use_cache=False, final_repeats=9))
+    choice = tune_region(region, [(symbolic, sizes)], timed, TuneConfig(use_cache=False, final_budget_s=0.9))
     assert choice.uses_kernel and choice.options.num_warps == 2 and choice.measured_s == pytest.approx(0.52e-3)
-    (rounds, _), (final, final_repeats) = calls
-    assert final == rounds[:3] and final_repeats == 9  # XLA's program and the two finalists, not the third
+    (rounds, _), (final, final_budget) = calls
+    assert final == rounds[:3] and final_budget == 0.9  # XLA's program and the two finalists, not the third
 
 
 def test_a_single_finalist_is_the_rounds_winner():
