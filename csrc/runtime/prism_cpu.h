@@ -77,6 +77,7 @@
 // and split K or M across threads rather than N into narrow tiles.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

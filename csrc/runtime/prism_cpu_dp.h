@@ -73,10 +73,28 @@ inline constexpr std::int64_t kNr = 32;      // columns of a strip (two zmm of 1
 inline constexpr std::int64_t kKc = PRISM_CPU_LONG_K_BLOCKS ? 128 : 32;
 inline constexpr std::int64_t kKa = 128;     // columns of A rounded into pairs at a time
 inline constexpr std::int64_t kApkLd = kKa / 2 + 8;  // 32-bit pairs per row of that copy
-// Strips ahead that B is prefetched (PRISM_CPU_PREFETCH_B): two (M = 8, K =
-// N = 1024, B in DRAM, one thread: 150-165 us; one strip 250-365 us, four
-// 180-200, eight 240-285; 360-380 without).
+// The in-place path (M <= kMaxMr, row_group_streamed): rows of B per K block, so one
+// strip's rows -- a power-of-two stride apart in weights, so in one L1 set --
+// fit the set's ways: 12 on Zen 5 (48 KiB, 12-way L1d), 8 elsewhere (the
+// 8-way L1d of Zen 4 and Cooper Lake; not measured there).  The strips'
+// accumulators live in memory between K blocks, at most kStreamAccBytes of
+// them (a chunk of columns).  Measured on the 2-core Zen 5 (gated_mlp's two
+// [8, 4096] @ [4096, 4096] products, two threads, B from DRAM, /tmp harness):
+// 128-row K blocks with the accumulators in registers and B prefetched two
+// strips ahead 2170-2300 us (29-31 GB/s); this way, 12 rows 1550-1625 us
+// (41-43 GB/s), 8 rows 1820-1960, 10 or 14 rows 1700, 16 rows 1990-2060.
+inline constexpr std::int64_t kStreamKc = PRISM_CPU_LONG_K_BLOCKS ? 12 : 8;
+// ... for B of at least this many values; smaller (B in L1/L2, attention's
+// tiles) the accumulators stay in registers over K blocks of kKc rows: there
+// the memory round trips cost more than they save (K = 128, N = 32: 0.17 ->
+// 0.23 us a call; K = N = 1024, ldb 1024: 47.6 -> 49.6).
+inline constexpr std::int64_t kStreamMinElements = 1 << 18;
+// Strips ahead that B is prefetched there (PRISM_CPU_PREFETCH_B): two (M =
+// 8, K = N = 1024, B in DRAM, one thread: 150-165 us; one strip 250-365 us,
+// four 180-200, eight 240-285; 360-380 without).
 inline constexpr std::int64_t kPrefetchStrips = 2;
+inline constexpr std::int64_t kStreamAccBytes = 64 << 10;
+static_assert(kStreamKc % 2 == 0, "K blocks of whole pairs");
 static_assert(kKa % kKc == 0 && kKc % 2 == 0, "K blocks tile the copies of A in whole pairs");
 // The packed path (M > kMaxMr): columns of B packed at a time, so each row of
 // B is read kNc * 2 = 512 bytes in one piece.  Reading 2 MiB of bfloat16 B
@@ -184,9 +202,10 @@ inline void micro_kernel_rows(std::int64_t rows, const std::uint32_t* apk, const
   }
 }
 
-// At most kMaxMr rows of A (one micro-kernel per strip, B read in place):
-// K blocks outermost, 32-column strips inside.
-inline void row_group(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
+// At most kMaxMr rows of A, B read in place and small (under
+// kStreamMinElements): K blocks of kKc rows outermost, 32-column strips
+// inside, the accumulators in registers over a K block.
+inline void row_group_in_registers(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
                       std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K, std::uint32_t* apk) {
   const StripOrder<std::uint16_t> order(B, ldb, K, kKc, N, 0, kNr);
   const std::int64_t strips = order.count();
@@ -202,6 +221,129 @@ inline void row_group(const float* A, std::int64_t lda, const std::uint16_t* B, 
         micro_kernel_rows<true>(M, a, b + j, ldb, C + j, ldc, kc, kNr, next);
       else
         micro_kernel_rows<false>(M, a, b + j, ldb, C + j, ldc, kc, ncols, next);
+    }
+  }
+}
+
+// ---- the in-place path (M <= kMaxMr) ----
+
+// acc[0:MR, 0:32] += A[0:MR, k0:k0+kc] @ S[0:kc, 0:32] for a 32-column strip
+// S of B (row k at B + k * ldb), the accumulators in memory (`acc`: row r's
+// two vectors at acc + 32 r, columns in the order the pairs give them, see
+// store_accumulators); A given as pairs (row r at apk + r * ld, pair p =
+// columns 2p, 2p+1, apk already at k0).  FULL: all 32 columns are real;
+// otherwise the first `ncols` (16-bit masked loads of B).
+template <int MR, bool FULL, int KC = 0>
+inline void stream_kernel(const std::uint32_t* apk, std::int64_t ld, const std::uint16_t* B, std::int64_t ldb,
+                          float* acc, std::int64_t kc, std::int64_t ncols) {
+  if constexpr (KC > 0) kc = KC;  // a whole K block: the loop below unrolled
+  static_assert(MR >= 1 && MR <= kMaxMr, "micro-kernel rows");
+  const __mmask32 mb = FULL ? static_cast<__mmask32>(0xFFFFFFFFu) : mask32(ncols);
+  __m512 a[MR][2];
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    a[r][0] = _mm512_loadu_ps(acc + 32 * r);
+    a[r][1] = _mm512_loadu_ps(acc + 32 * r + 16);
+  }
+  auto step = [&](std::int64_t k, bool pair) {
+    const std::uint16_t* b = B + k * ldb;
+    const __m512i x0 = FULL ? _mm512_loadu_si512(b) : _mm512_maskz_loadu_epi16(mb, b);
+    const __m512i x1 = !pair ? _mm512_setzero_si512()
+                             : FULL ? _mm512_loadu_si512(b + ldb) : _mm512_maskz_loadu_epi16(mb, b + ldb);
+    const __m512bh lo = (__m512bh)_mm512_unpacklo_epi16(x0, x1);  // columns 0-3, 8-11, 16-19, 24-27
+    const __m512bh hi = (__m512bh)_mm512_unpackhi_epi16(x0, x1);  // columns 4-7, 12-15, 20-23, 28-31
+    PRISM_CPU_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(apk[r * ld + k / 2]));
+      a[r][0] = _mm512_dpbf16_ps(a[r][0], av, lo);
+      a[r][1] = _mm512_dpbf16_ps(a[r][1], av, hi);
+    }
+  };
+  std::int64_t k = 0;
+  PRISM_CPU_UNROLL
+  for (; k + 2 <= kc; k += 2) step(k, true);
+  if (k < kc) step(k, false);
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    _mm512_storeu_ps(acc + 32 * r, a[r][0]);
+    _mm512_storeu_ps(acc + 32 * r + 16, a[r][1]);
+  }
+}
+
+// C[0:MR, 0:32] += the accumulators in memory (as stream_kernel keeps them).
+template <int MR, bool FULL>
+inline void flush_accumulators(const float* acc, float* C, std::int64_t ldc, std::int64_t ncols) {
+  __m512 a[MR][2];
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    a[r][0] = _mm512_loadu_ps(acc + 32 * r);
+    a[r][1] = _mm512_loadu_ps(acc + 32 * r + 16);
+  }
+  store_accumulators<MR, FULL>(a, C, ldc, ncols);
+}
+
+template <bool FULL, int MR = 1>
+inline void stream_kernel_rows(std::int64_t rows, const std::uint32_t* apk, std::int64_t ld, const std::uint16_t* B,
+                               std::int64_t ldb, float* acc, std::int64_t kc, std::int64_t ncols) {
+  if constexpr (MR <= kMaxMr) {
+    if (rows != MR)
+      stream_kernel_rows<FULL, MR + 1>(rows, apk, ld, B, ldb, acc, kc, ncols);
+    else if (kc == kStreamKc)
+      stream_kernel<MR, FULL, kStreamKc>(apk, ld, B, ldb, acc, kc, ncols);
+    else
+      stream_kernel<MR, FULL>(apk, ld, B, ldb, acc, kc, ncols);
+  }
+}
+
+template <bool FULL, int MR = 1>
+inline void flush_rows(std::int64_t rows, const float* acc, float* C, std::int64_t ldc, std::int64_t ncols) {
+  if constexpr (MR <= kMaxMr) {
+    if (rows == MR)
+      flush_accumulators<MR, FULL>(acc, C, ldc, ncols);
+    else
+      flush_rows<FULL, MR + 1>(rows, acc, C, ldc, ncols);
+  }
+}
+
+// At most kMaxMr rows of A, B read in place: chunks of columns whose
+// accumulators fit kStreamAccBytes; in each, K blocks of kStreamKc rows
+// outermost and the chunk's strips inside, every strip's accumulators loaded
+// from and stored to memory once per K block; C updated once per chunk.  A is
+// rounded to pairs once, whole (rows kept a non-power-of-two apart).
+inline void row_group_streamed(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
+                      std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  const std::int64_t ld = (K + 31) / 32 * 16 + 16;  // pairs per row of the rounded A (+ 64 bytes)
+  static thread_local std::vector<std::uint32_t> rounded;
+  rounded.resize(static_cast<std::size_t>(M * ld));
+  for (std::int64_t i = 0; i < M; ++i)
+    round_row_to_bf16(A + i * lda, K, reinterpret_cast<std::uint16_t*>(rounded.data() + i * ld), 2 * ld);
+  const std::int64_t per_strip = M * kNr;  // accumulator floats of one strip
+  const std::int64_t fit = kStreamAccBytes / (per_strip * 4);
+  const std::int64_t chunk = (fit > 1 ? fit : 1) * kNr;
+  static thread_local std::vector<float> accumulators;  // 64-byte aligned below: no load splits a line
+  accumulators.resize(static_cast<std::size_t>((chunk / kNr) * per_strip + 16));
+  float* acc = accumulators.data() + (16 - reinterpret_cast<std::uintptr_t>(accumulators.data()) / 4 % 16) % 16;
+  for (std::int64_t j0 = 0; j0 < N; j0 += chunk) {
+    const std::int64_t nc = N - j0 < chunk ? N - j0 : chunk, strips = (nc + kNr - 1) / kNr;
+    std::fill(acc, acc + strips * per_strip, 0.0f);
+    for (std::int64_t k0 = 0; k0 < K; k0 += kStreamKc) {
+      const std::int64_t kc = K - k0 < kStreamKc ? K - k0 : kStreamKc;
+      const std::uint32_t* a = rounded.data() + k0 / 2;
+      const std::uint16_t* b = B + k0 * ldb + j0;
+      for (std::int64_t s = 0; s < strips; ++s) {
+        const std::int64_t ncols = nc - s * kNr < kNr ? nc - s * kNr : kNr;
+        if (ncols == kNr)
+          stream_kernel_rows<true>(M, a, ld, b + s * kNr, ldb, acc + s * per_strip, kc, kNr);
+        else
+          stream_kernel_rows<false>(M, a, ld, b + s * kNr, ldb, acc + s * per_strip, kc, ncols);
+      }
+    }
+    for (std::int64_t s = 0; s < strips; ++s) {
+      const std::int64_t ncols = nc - s * kNr < kNr ? nc - s * kNr : kNr;
+      if (ncols == kNr)
+        flush_rows<true>(M, acc + s * per_strip, C + j0 + s * kNr, ldc, kNr);
+      else
+        flush_rows<false>(M, acc + s * per_strip, C + j0 + s * kNr, ldc, ncols);
     }
   }
 }
@@ -329,9 +471,13 @@ inline void packed_row_group(const float* A, std::int64_t lda, const std::uint16
 
 inline void matmul_acc(const float* A, std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float* C,
                        std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K) {
+  if (M <= kMaxMr && K * N >= kStreamMinElements) {
+    row_group_streamed(A, lda, B, ldb, C, ldc, M, N, K);
+    return;
+  }
   if (M <= kMaxMr) {
     alignas(64) std::uint32_t apk[kMaxMr * kApkLd];
-    row_group(A, lda, B, ldb, C, ldc, M, N, K, apk);
+    row_group_in_registers(A, lda, B, ldb, C, ldc, M, N, K, apk);
     return;
   }
   // 18 KiB of A and a 64 KiB panel of B, off the stack of whichever thread runs this

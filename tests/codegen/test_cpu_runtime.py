@@ -322,6 +322,14 @@ def test_bf16_dot_shapes_and_tails(shim, m):
             _check_matmul(shim, rng, m, n, k, np.uint16, dot=True)
 
 
+@pytest.mark.parametrize("m", [1, 2, 5, 8, 12, 14])
+def test_bf16_dot_large_b_streams_k_blocks_through_accumulators_in_memory(shim, m):
+    """A B of at least 2^18 values with at most 14 rows of A: K blocks of 12 (Zen 5) or 8 rows, the
+    strips' accumulators in memory between them, columns in chunks of 64 KiB of accumulators (two
+    chunks and a masked last strip at 14 rows; one at fewer), an odd K (a last block of 5 rows or 1)."""
+    _check_matmul(shim, np.random.default_rng(200 + m), m, 1300, 1001, np.uint16, dot=True)
+
+
 @pytest.mark.parametrize("m,n,k", [(15, 257, 129), (16, 600, 300), (29, 513, 257), (16, 31, 3), (64, 96, 40),
                                    (70, 300, 33), (65, 64, 1)])
 def test_bf16_dot_packed_panels(shim, m, n, k):
