@@ -40,14 +40,17 @@
 // What limits the in-place path: weights' rows a power-of-two number of
 // bytes apart put every row of a strip in one L1 set.  Measured on the 2-core
 // Zen 5 (one core, M = 8, K = 128, N = 2048, B 64-byte aligned and in L2):
-// 4.6-5.0 G VDPBF16PS/s with rows 4 or 8 KiB apart, 7.6-7.9 with 4 KiB + 64
-// bytes (the core's peak: 8.2, as many as zmm FMAs); from DRAM (gated_mlp's
-// two 4096 x 4096 products, two threads) 29-31 GB/s in place against 40 with
-// padded rows and 45-51 for a plain read of the same bytes -- memory and
-// multiplication barely overlap.  Tried and slower or no better: K blocks of
-// 16-64 rows, prefetching 1-3 strips ahead or the next K block row by row,
-// loading B pairs ahead in registers, copying each K block to a padded
-// buffer (the copy costs as much as the multiplication), and the packed path.
+// 4.6-5.0 G VDPBF16PS/s with rows 4 or 8 KiB apart in 128-row K blocks,
+// 7.6-7.9 with 4 KiB + 64 bytes (the core's peak: 8.2, as many as zmm FMAs);
+// from DRAM (gated_mlp's two 4096 x 4096 products, two threads) 29-31 GB/s
+// against 40 with padded rows and 45-51 for a plain read of the same bytes.
+// So a large B is read in K blocks of as many rows as an L1 set has ways,
+// the strips' accumulators kept in memory between them (row_group_streamed,
+// kStreamKc): 36-43 GB/s there.  Tried before and slower or no better:
+// 16-64-row blocks with the accumulators in registers, prefetching 1-3 strips
+// ahead or the next K block row by row, loading B pairs ahead in registers,
+// copying each K block to a padded buffer (the copy costs as much as the
+// multiplication), and the packed path.
 //
 // Included by prism_cpu.h only, inside its AVX-512 section.
 #pragma once
