@@ -154,6 +154,27 @@ inline void store_accumulators(__m512 (&acc)[MR][2], float* C, std::int64_t ldc,
   }
 }
 
+// acc[r] += A[r, 2p:2p+2] . S[k:k+2, 0:32] for r < MR: rows k and k + 1 of a
+// 32-column strip (row k at b; with !pair only row k, row k + 1 taken as
+// zeros) interleaved into pairs in registers; A's pair p of row r at
+// apk[r * ld + p].  FULL: all 32 columns are real, else those in `mb`.
+template <int MR, bool FULL>
+__attribute__((always_inline)) inline void pair_step(__m512 (&acc)[MR][2], const std::uint32_t* apk, std::int64_t ld,
+                                                     std::int64_t p, const std::uint16_t* b, std::int64_t ldb,
+                                                     __mmask32 mb, bool pair) {
+  const __m512i x0 = FULL ? _mm512_loadu_si512(b) : _mm512_maskz_loadu_epi16(mb, b);
+  const __m512i x1 = !pair ? _mm512_setzero_si512()
+                           : FULL ? _mm512_loadu_si512(b + ldb) : _mm512_maskz_loadu_epi16(mb, b + ldb);
+  const __m512bh lo = (__m512bh)_mm512_unpacklo_epi16(x0, x1);  // columns 0-3, 8-11, 16-19, 24-27
+  const __m512bh hi = (__m512bh)_mm512_unpackhi_epi16(x0, x1);  // columns 4-7, 12-15, 20-23, 28-31
+  PRISM_CPU_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(apk[r * ld + p]));
+    acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, lo);
+    acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, hi);
+  }
+}
+
 // C[0:MR, 0:32] += A[0:MR, 0:kc] @ S[0:kc, 0:32] for a 32-column strip S of B
 // (row k at B + k * ldb); A given as pairs (apk: row r at apk + r * kApkLd,
 // pair p = columns 2p, 2p+1).  FULL: all 32 columns are real; otherwise the
@@ -174,17 +195,7 @@ inline void micro_kernel(const std::uint32_t* apk, const std::uint16_t* B, std::
       _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
       if (pair) _mm_prefetch(reinterpret_cast<const char*>(ahead + ldb), _MM_HINT_T0);
     }
-    const __m512i x0 = FULL ? _mm512_loadu_si512(b) : _mm512_maskz_loadu_epi16(mb, b);
-    const __m512i x1 = !pair ? _mm512_setzero_si512()
-                             : FULL ? _mm512_loadu_si512(b + ldb) : _mm512_maskz_loadu_epi16(mb, b + ldb);
-    const __m512bh lo = (__m512bh)_mm512_unpacklo_epi16(x0, x1);  // columns 0-3, 8-11, 16-19, 24-27
-    const __m512bh hi = (__m512bh)_mm512_unpackhi_epi16(x0, x1);  // columns 4-7, 12-15, 20-23, 28-31
-    PRISM_CPU_UNROLL
-    for (int r = 0; r < MR; ++r) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(apk[r * kApkLd + k / 2]));
-      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, lo);
-      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, hi);
-    }
+    pair_step<MR, FULL>(acc, apk, kApkLd, k / 2, b, ldb, mb, pair);
   };
   std::int64_t k = 0;
   for (; k + 2 <= kc; k += 2) step(k, true);
@@ -248,24 +259,10 @@ inline void stream_kernel(const std::uint32_t* apk, std::int64_t ld, const std::
     a[r][0] = _mm512_loadu_ps(acc + 32 * r);
     a[r][1] = _mm512_loadu_ps(acc + 32 * r + 16);
   }
-  auto step = [&](std::int64_t k, bool pair) {
-    const std::uint16_t* b = B + k * ldb;
-    const __m512i x0 = FULL ? _mm512_loadu_si512(b) : _mm512_maskz_loadu_epi16(mb, b);
-    const __m512i x1 = !pair ? _mm512_setzero_si512()
-                             : FULL ? _mm512_loadu_si512(b + ldb) : _mm512_maskz_loadu_epi16(mb, b + ldb);
-    const __m512bh lo = (__m512bh)_mm512_unpacklo_epi16(x0, x1);  // columns 0-3, 8-11, 16-19, 24-27
-    const __m512bh hi = (__m512bh)_mm512_unpackhi_epi16(x0, x1);  // columns 4-7, 12-15, 20-23, 28-31
-    PRISM_CPU_UNROLL
-    for (int r = 0; r < MR; ++r) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(apk[r * ld + k / 2]));
-      a[r][0] = _mm512_dpbf16_ps(a[r][0], av, lo);
-      a[r][1] = _mm512_dpbf16_ps(a[r][1], av, hi);
-    }
-  };
   std::int64_t k = 0;
   PRISM_CPU_UNROLL
-  for (; k + 2 <= kc; k += 2) step(k, true);
-  if (k < kc) step(k, false);
+  for (; k + 2 <= kc; k += 2) pair_step<MR, FULL>(a, apk, ld, k / 2, B + k * ldb, ldb, mb, true);
+  if (k < kc) pair_step<MR, FULL>(a, apk, ld, k / 2, B + k * ldb, ldb, mb, false);
   PRISM_CPU_UNROLL
   for (int r = 0; r < MR; ++r) {
     _mm512_storeu_ps(acc + 32 * r, a[r][0]);
