@@ -76,8 +76,13 @@ inline constexpr std::int64_t kNr = 32;      // columns of a strip (two zmm of 1
 inline constexpr std::int64_t kKc = PRISM_CPU_LONG_K_BLOCKS ? 128 : 32;
 inline constexpr std::int64_t kKa = 128;     // columns of A rounded into pairs at a time
 inline constexpr std::int64_t kApkLd = kKa / 2 + 8;  // 32-bit pairs per row of that copy
-// The in-place path (M <= kMaxMr, row_group_streamed): rows of B per K block, so one
-// strip's rows -- a power-of-two stride apart in weights, so in one L1 set --
+// Strips ahead that B is prefetched by row_group_in_registers
+// (PRISM_CPU_PREFETCH_B): two (M = 8, K = N = 1024, B in DRAM, one thread:
+// 150-165 us; one strip 250-365 us, four 180-200, eight 240-285; 360-380
+// without).
+inline constexpr std::int64_t kPrefetchStrips = 2;
+// The streamed in-place path (M <= kMaxMr, row_group_streamed): rows of B
+// per K block, so one strip's rows -- a power-of-two stride apart in weights, so in one L1 set --
 // fit the set's ways: 12 on Zen 5 (48 KiB, 12-way L1d), 8 elsewhere (the
 // 8-way L1d of Zen 4 and Cooper Lake; not measured there).  The strips'
 // accumulators live in memory between K blocks, at most kStreamAccBytes of
@@ -87,16 +92,13 @@ inline constexpr std::int64_t kApkLd = kKa / 2 + 8;  // 32-bit pairs per row of 
 // strips ahead 2170-2300 us (29-31 GB/s); this way, 12 rows 1550-1625 us
 // (41-43 GB/s), 8 rows 1820-1960, 10 or 14 rows 1700, 16 rows 1990-2060.
 inline constexpr std::int64_t kStreamKc = PRISM_CPU_LONG_K_BLOCKS ? 12 : 8;
-// ... for B of at least this many values; smaller (B in L1/L2, attention's
-// tiles) the accumulators stay in registers over K blocks of kKc rows: there
-// the memory round trips cost more than they save (K = 128, N = 32: 0.17 ->
-// 0.23 us a call; K = N = 1024, ldb 1024: 47.6 -> 49.6).
-inline constexpr std::int64_t kStreamMinElements = 1 << 18;
-// Strips ahead that B is prefetched there (PRISM_CPU_PREFETCH_B): two (M =
-// 8, K = N = 1024, B in DRAM, one thread: 150-165 us; one strip 250-365 us,
-// four 180-200, eight 240-285; 360-380 without).
-inline constexpr std::int64_t kPrefetchStrips = 2;
 inline constexpr std::int64_t kStreamAccBytes = 64 << 10;
+// The streamed path is for B of at least this many values; for smaller B (in
+// L1/L2, attention's tiles) row_group_in_registers keeps the accumulators in
+// registers over K blocks of kKc rows: there the memory round trips cost more
+// than they save (K = 128, N = 32: 0.17 -> 0.23 us a call; K = N = 1024, ldb
+// 1024: 47.6 -> 49.6).
+inline constexpr std::int64_t kStreamMinElements = 1 << 18;
 static_assert(kStreamKc % 2 == 0, "K blocks of whole pairs");
 static_assert(kKa % kKc == 0 && kKc % 2 == 0, "K blocks tile the copies of A in whole pairs");
 // The packed path (M > kMaxMr): columns of B packed at a time, so each row of

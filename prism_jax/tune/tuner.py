@@ -257,7 +257,8 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
         f"candidate {index} {ranked.sizes} {options}: {t * 1e6:.1f} µs"
         for (index, _, ranked, options, _, _), t in zip(checked, times)))
     finalists = _finalists(times, config)
-    reason = _not_clearly_faster(times[finalists[0]], xla_time, config)
+    chosen, best_time = finalists[0], times[finalists[0]]
+    reason = _not_clearly_faster(best_time, xla_time, config)
     if reason is None:
         # the best of several noisy timings is biased low (and a noisy moment can favour any program):
         # the fastest few are timed again with XLA's program, in rounds of their own (a 50 µs kernel
@@ -271,11 +272,11 @@ def _tune(region: KernelGraph, candidates, target: Target, config: TuneConfig) -
                   "; ".join(f"{checked[i][2].sizes} {checked[i][3]}: {t * 1e6:.1f} µs"
                             for i, t in zip(finalists, final_times)))
         winner = min(range(len(finalists)), key=final_times.__getitem__)
-        finalists, best_time = [finalists[winner]], final_times[winner]
+        chosen, best_time = finalists[winner], final_times[winner]
         reason = _not_clearly_faster(best_time, xla_time, config, again=True)
     if reason is not None:
         return _xla_choice(xla_estimate, reason, xla_time)
-    index, graph, ranked, options, fn, error = checked[finalists[0]]
+    index, graph, ranked, options, fn, error = checked[chosen]
     return Choice(graph, index, dict(ranked.sizes), options, ranked.seconds, xla_estimate, best_time, xla_time, error)
 
 
