@@ -244,7 +244,6 @@ def search_region(region: KernelGraph, config: SearchConfig = SearchConfig(),
     compose_s = 2 * config.time_limit_s if deadline is None else deadline - time.perf_counter()
     if config.max_kernels > 1 and compose_s > 0 and (not found.candidates or _falls_short(found, config)):
         _compose(found, symbolic, config, cache, compose_s, progress)
-        found.candidates.sort(key=lambda c: (c.ranked.key, c.structure))
         # only a composed result needs its own entry: any other is its core's entry (CORE_NAMESPACE)
         # assembled again. A timed-out search is stored too: its best so far, with timed_out in its stats
         if cache is not None:
@@ -307,8 +306,13 @@ def _from_cache(stored: dict, symbolic: KernelGraph, sizes: dict[str, int], conf
         log.debug("%s: the cached search timed out at %.1f s; searching again with %.1f s", symbolic.name,
                   stats.time_limit_s, config.time_limit_s)
         return None
-    candidates.sort(key=lambda c: (c.ranked.key, c.structure))
+    candidates.sort(key=_best_first)
     return RegionSearch(symbolic.name, symbolic, sizes, candidates, stats, cache_hit=True)
+
+
+def _best_first(candidate: Candidate) -> tuple:
+    """The order of a region's candidates: cheapest estimate first, then structure."""
+    return candidate.ranked.key, candidate.structure
 
 
 def _in_region(verdict: Verdict, problem: SearchProblem) -> Verdict:
@@ -339,6 +343,7 @@ def _compose(found: "RegionSearch", symbolic: KernelGraph, config: SearchConfig,
     for graph, verdict, cost in composed:
         found.candidates.append(Candidate(graph, verdict, cost, COMPOSED))
         found.stats.composed += 1
+    found.candidates.sort(key=_best_first)  # beside a one-kernel program well above its floor
     # the parts had the whole budget: more time might compose more (a longer limit searches again)
     found.stats.timed_out |= time.perf_counter() - start > budget_s - MIN_PART_S
     found.stats.seconds["compose"] = time.perf_counter() - start
